@@ -1,0 +1,342 @@
+"""Typed, validated job configuration.
+
+One ``JobConfig`` tree describes a whole poison → defend → train → evaluate job. Every value is
+checked at construction so a typo fails at once with the field's dotted name and what is
+allowed, never minutes later inside a trial.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+DATASETS = ("ml-100k", "ml-1m", "amazon", "custom", "synthetic")
+BACKBONES = ("pop", "sasrec", "gru4rec", "bert4rec", "llmrec")
+ATTACKS = ("none", "random", "bandwagon", "dp", "llm", "badrec")
+DEFENSES = ("none", "llm4dec", "lorec", "pscanner", "apr", "detector", "onion")
+TIE_RULES = ("file", "item", "random")
+ITEM_KINDS = ("id", "text")
+TRIGGER_LEVELS = ("char", "word", "sentence")
+LLM_BACKENDS = ("transformers", "vllm")
+LOSSES = ("ce", "bce")
+
+
+def _check_choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{name}: {value!r} is not one of {', '.join(allowed)}")
+
+
+def _check_range(name: str, value: Any, lo: float | None = None, hi: float | None = None,
+                 lo_open: bool = False) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{name}: expected a number, got {value!r}")
+    if lo is not None and (value < lo or (lo_open and value == lo)):
+        op = ">" if lo_open else ">="
+        raise ConfigError(f"{name}: {value!r} must be {op} {lo}")
+    if hi is not None and value > hi:
+        raise ConfigError(f"{name}: {value!r} must be <= {hi}")
+
+
+class _Section:
+    """Shared checks: type of each field against its annotation, then ``_validate``."""
+
+    _prefix = ""
+
+    def __post_init__(self) -> None:
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):
+            _check_type(f"{self._prefix}{f.name}", getattr(self, f.name), hints[f.name])
+        self._validate()
+
+    def _validate(self) -> None:  # overridden where a section has rules beyond types
+        return None
+
+
+def _check_type(name: str, value: Any, hint: Any) -> None:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        if value is None and type(None) in args:
+            return
+        hint = next(a for a in args if a is not type(None))
+        origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is tuple:
+        if not isinstance(value, tuple):
+            raise ConfigError(f"{name}: expected a list, got {value!r}")
+        for v in value:
+            _check_type(name, v, args[0])
+        return
+    if hint is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    elif hint is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif hint in (str, bool):
+        ok = isinstance(value, hint)
+    else:
+        ok = True
+    if not ok:
+        raise ConfigError(f"{name}: expected {getattr(hint, '__name__', hint)}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class DataConfig(_Section):
+    _prefix = "data."
+    name: str = "ml-100k"
+    data_dir: str | None = None  # None: $RECSEC_DATA_DIR, else ~/.cache/recsec_ray/data
+    category: str | None = None  # Amazon category, e.g. "Beauty"
+    interactions: str | None = None  # custom dataset: user,item,timestamp (CSV or Parquet)
+    titles: str | None = None  # custom dataset: item,title (CSV or Parquet)
+    min_rating: float = 0.0  # ratings below are dropped before k-core
+    k_core: int = 5
+    max_len: int = 50
+    tie_rule: str = "file"  # order of interactions sharing a timestamp (DESIGN §3)
+    synthetic_users: int = 200  # synthetic generator size (unit tests only)
+    synthetic_items: int = 120
+
+    def _validate(self) -> None:
+        _check_choice("data.name", self.name, DATASETS)
+        _check_choice("data.tie_rule", self.tie_rule, TIE_RULES)
+        _check_range("data.k_core", self.k_core, 1)
+        _check_range("data.max_len", self.max_len, 3)
+        if self.name == "custom" and not (self.interactions and self.titles):
+            raise ConfigError("data.interactions and data.titles: both are required for 'custom'")
+        if self.name == "amazon" and not self.category:
+            raise ConfigError("data.category: required for 'amazon' (e.g. 'Beauty')")
+
+
+@dataclass(frozen=True)
+class ModelConfig(_Section):
+    _prefix = "model."
+    backbone: str = "sasrec"
+    items: str = "id"
+    dim: int = 64
+    layers: int = 2
+    heads: int = 2
+    dropout: float = 0.2
+    loss: str = "ce"  # full softmax; "bce" = the reference's one-negative BCE (DESIGN §9)
+    epochs: int = 200
+    patience: int = 10  # early stop after this many epochs without a better valid NDCG@10
+    batch_size: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    mask_prob: float = 0.2  # BERT4Rec cloze masking
+    text_encoder: str = "minilm"  # LLM service model that embeds titles for --items text
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    # llmrec victim
+    llmrec_candidates: int = 10
+    llmrec_history: int = 10
+    llmrec_train_users: int = 256
+    llmrec_eval_users: int = 200
+    llmrec_lora_r: int = 8
+
+    def _validate(self) -> None:
+        _check_choice("model.backbone", self.backbone, BACKBONES)
+        _check_choice("model.items", self.items, ITEM_KINDS)
+        _check_choice("model.loss", self.loss, LOSSES)
+        for name in ("dim", "layers", "heads", "epochs", "batch_size", "llmrec_candidates",
+                     "llmrec_history", "llmrec_train_users", "llmrec_eval_users",
+                     "llmrec_lora_r"):
+            _check_range(f"model.{name}", getattr(self, name), 1)
+        _check_range("model.patience", self.patience, 0)
+        _check_range("model.dropout", self.dropout, 0.0, 0.9)
+        _check_range("model.mask_prob", self.mask_prob, 0.0, 1.0, lo_open=True)
+        _check_range("model.lr", self.lr, 0.0, lo_open=True)
+        _check_range("model.weight_decay", self.weight_decay, 0.0)
+        if self.dim % self.heads:
+            raise ConfigError(f"model.dim: {self.dim} must be divisible by model.heads "
+                              f"({self.heads})")
+        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
+            raise ConfigError(f"model.device: {self.device!r} is not one of auto, cpu, cuda, "
+                              "cuda:N")
+
+
+@dataclass(frozen=True)
+class AttackConfig(_Section):
+    _prefix = "attack."
+    name: str = "none"
+    poison_rate: float = 0.05  # fake users / real users
+    n_targets: int = 5
+    targets: tuple[int, ...] = ()  # explicit target item indices; empty: drawn (seeded)
+    target_pool: str = "unpopular"  # unpopular | any
+    filler_pool: int = 100  # bandwagon: fillers drawn from this many most popular items
+    dp_batches: int = 4  # DP: surrogate retrained between this many batches of fake users
+    dp_surrogate_epochs: int = 20
+    trigger_level: str = "char"
+    trigger: str | None = None  # explicit BadRec trigger; None: a seeded default per level
+    badrec_fraction: float = 0.01  # BadRec budget: share of training interactions
+
+    def _validate(self) -> None:
+        _check_choice("attack.name", self.name, ATTACKS)
+        _check_choice("attack.trigger_level", self.trigger_level, TRIGGER_LEVELS)
+        _check_choice("attack.target_pool", self.target_pool, ("unpopular", "any"))
+        _check_range("attack.poison_rate", self.poison_rate, 0.0, 1.0)
+        _check_range("attack.n_targets", self.n_targets, 1)
+        _check_range("attack.filler_pool", self.filler_pool, 1)
+        _check_range("attack.dp_batches", self.dp_batches, 1)
+        _check_range("attack.dp_surrogate_epochs", self.dp_surrogate_epochs, 1)
+        _check_range("attack.badrec_fraction", self.badrec_fraction, 0.0, 1.0, lo_open=True)
+        if self.trigger is not None and not self.trigger.strip():
+            raise ConfigError("attack.trigger: must not be empty")
+        if self.targets and len(set(self.targets)) != len(self.targets):
+            raise ConfigError("attack.targets: contains duplicates")
+
+
+@dataclass(frozen=True)
+class DefenseConfig(_Section):
+    _prefix = "defense."
+    name: str = "none"
+    known_attack: str = "random"  # the attack the defender simulates for training data
+    threshold: float = 0.5  # user flagged when p(fraud) >= threshold
+    zero_shot: bool = False  # LLM4Dec: P("Yes") from the LLM instead of a trained classifier
+    max_titles: int = 20  # recent titles per user in LLM prompts (DESIGN §5 budget)
+    # LoRec (DESIGN §9)
+    lorec_lambda_entropy: float = 0.5
+    lorec_lambda_align: float = 1.0
+    lorec_start_epoch: int = 30
+    lorec_init_weight: float = 3.0
+    # P-Scanner
+    pscanner_rounds: int = 2
+    pscanner_triggers: int = 40  # synthetic triggers per round
+    pscanner_train_titles: int = 300
+    pscanner_fpr: float = 0.01  # target false-positive rate on held-out clean titles
+    pscanner_action: str = "strip"  # strip | remove
+    # APR
+    apr_eps: float = 0.5
+    apr_reg: float = 1.0
+
+    def _validate(self) -> None:
+        _check_choice("defense.name", self.name, DEFENSES)
+        _check_choice("defense.known_attack", self.known_attack, ("random", "bandwagon"))
+        _check_choice("defense.pscanner_action", self.pscanner_action, ("strip", "remove"))
+        _check_range("defense.threshold", self.threshold, 0.0, 1.0)
+        _check_range("defense.max_titles", self.max_titles, 1)
+        _check_range("defense.pscanner_rounds", self.pscanner_rounds, 1)
+        _check_range("defense.pscanner_triggers", self.pscanner_triggers, 1)
+        _check_range("defense.pscanner_train_titles", self.pscanner_train_titles, 2)
+        _check_range("defense.pscanner_fpr", self.pscanner_fpr, 0.0, 1.0)
+        _check_range("defense.lorec_start_epoch", self.lorec_start_epoch, 0)
+
+
+@dataclass(frozen=True)
+class LLMConfig(_Section):
+    _prefix = "llm."
+    backend: str = "transformers"
+    model: str = "smollm2"  # registry name (smollm2, minilm), HF name or local path
+    embed_model: str = "minilm"  # which model embeds prompts for LLM4Dec / LoRec
+    device: str = "auto"
+    max_batch: int = 32
+    max_wait_ms: float = 5.0
+    max_tokens: int = 512  # longer prompts are truncated from the left (documented)
+    cache_dir: str | None = None  # None: ~/.cache/recsec_ray/llm
+
+    def _validate(self) -> None:
+        _check_choice("llm.backend", self.backend, LLM_BACKENDS)
+        _check_range("llm.max_batch", self.max_batch, 1)
+        _check_range("llm.max_wait_ms", self.max_wait_ms, 0.0)
+        _check_range("llm.max_tokens", self.max_tokens, 8)
+
+
+@dataclass(frozen=True)
+class EvalConfig(_Section):
+    _prefix = "eval."
+    ks: tuple[int, ...] = (10, 20)
+    target_ks: tuple[int, ...] = (10, 50)
+    batch_size: int = 512
+
+    def _validate(self) -> None:
+        for k in self.ks + self.target_ks:
+            _check_range("eval.ks", k, 1)
+
+
+@dataclass(frozen=True)
+class JobConfig(_Section):
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    attack: AttackConfig = field(default_factory=AttackConfig)
+    defense: DefenseConfig = field(default_factory=DefenseConfig)
+    llm: LLMConfig = field(default_factory=LLMConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    seed: int = 0
+
+    def _validate(self) -> None:
+        _check_range("seed", self.seed, 0)
+        if self.attack.name == "badrec" and self.model.backbone != "llmrec" \
+                and self.model.items != "text":
+            raise ConfigError("model.items: BadRec poisons titles, so it needs 'text' items "
+                              "or the 'llmrec' backbone")
+
+    # ---- conversion -------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def flat(self) -> dict[str, Any]:
+        """Dotted keys (``attack.poison_rate``) for MLflow params and Tune grids."""
+        out: dict[str, Any] = {}
+        for section, values in self.to_dict().items():
+            if isinstance(values, dict):
+                for k, v in values.items():
+                    out[f"{section}.{k}"] = list(v) if isinstance(v, tuple) else v
+            else:
+                out[section] = values
+        return out
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> JobConfig:
+        """Nested or dotted keys; unknown keys fail naming the key."""
+        nested: dict[str, dict[str, Any]] = {}
+        top: dict[str, Any] = {}
+        sections = {f.name: f for f in dataclasses.fields(cls) if f.name != "seed"}
+        for key, value in raw.items():
+            if "." in key:
+                sec, sub = key.split(".", 1)
+                nested.setdefault(sec, {})[sub] = value
+            elif key in sections:
+                if not isinstance(value, dict):
+                    raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+                nested.setdefault(key, {}).update(value)
+            elif key == "seed":
+                top["seed"] = value
+            else:
+                raise ConfigError(f"{key}: unknown config key (sections: "
+                                  f"{', '.join(sections)}, seed)")
+        kwargs: dict[str, Any] = dict(top)
+        for sec, values in nested.items():
+            if sec not in sections:
+                raise ConfigError(f"{sec}: unknown config section ({', '.join(sections)})")
+            sec_cls = sections[sec].default_factory  # type: ignore[misc]
+            known = {f.name for f in dataclasses.fields(sec_cls)}
+            for k in values:
+                if k not in known:
+                    raise ConfigError(f"{sec}.{k}: unknown field (known: "
+                                      f"{', '.join(sorted(known))})")
+            values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+            kwargs[sec] = sec_cls(**values)
+        return cls(**kwargs)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> JobConfig:
+        import yaml
+
+        try:
+            raw = yaml.safe_load(Path(path).read_text()) or {}
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: config file not found") from None
+        except yaml.YAMLError as err:
+            mark = getattr(err, "problem_mark", None)
+            line = f":{mark.line + 1}" if mark else ""
+            raise ConfigError(f"{path}{line}: not valid YAML ({getattr(err, 'problem', err)})") \
+                from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: expected a mapping at the top level")
+        return cls.from_dict(raw)
+
+    def replace(self, **dotted: Any) -> JobConfig:
+        """Copy with dotted overrides, re-validated: ``cfg.replace(**{'attack.name': 'dp'})``."""
+        merged = self.flat()
+        merged.update(dotted)
+        return JobConfig.from_dict(merged)

@@ -1,0 +1,62 @@
+import pytest
+
+from recsec_ray.config import AttackConfig, DataConfig, JobConfig, ModelConfig
+from recsec_ray.errors import ConfigError
+
+BAD = [
+    (lambda: AttackConfig(name="sybil"), "attack.name: 'sybil' is not one of none, random"),
+    (lambda: AttackConfig(poison_rate=-0.1), "attack.poison_rate: -0.1 must be >= 0"),
+    (lambda: AttackConfig(poison_rate=1.5), "attack.poison_rate: 1.5 must be <= 1"),
+    (lambda: AttackConfig(poison_rate="lots"), "attack.poison_rate: expected float"),
+    (lambda: AttackConfig(trigger="  "), "attack.trigger: must not be empty"),
+    (lambda: AttackConfig(n_targets=0), "attack.n_targets: 0 must be >= 1"),
+    (lambda: ModelConfig(dim=-4), "model.dim: -4 must be >= 1"),
+    (lambda: ModelConfig(dim=10, heads=3), "model.dim: 10 must be divisible"),
+    (lambda: ModelConfig(backbone="transformer"), "model.backbone: 'transformer' is not one"),
+    (lambda: ModelConfig(epochs=2.5), "model.epochs: expected int"),
+    (lambda: ModelConfig(device="tpu"), "model.device: 'tpu'"),
+    (lambda: DataConfig(tie_rule="latest"), "data.tie_rule: 'latest' is not one of file"),
+    (lambda: DataConfig(name="custom"), "data.interactions and data.titles"),
+    (lambda: JobConfig(seed=-1), "seed: -1 must be >= 0"),
+    (lambda: JobConfig(attack=AttackConfig(name="badrec")), "model.items: BadRec"),
+]
+
+
+@pytest.mark.parametrize("make, message", BAD)
+def test_bad_values_fail_at_construction_naming_the_field(make, message):
+    with pytest.raises(ConfigError) as err:
+        make()
+    assert message in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_dotted_and_nested_dicts_round_trip():
+    cfg = JobConfig.from_dict({"attack": {"name": "dp", "poison_rate": 0.02},
+                               "model.backbone": "gru4rec", "seed": 3})
+    assert cfg.attack.name == "dp" and cfg.model.backbone == "gru4rec" and cfg.seed == 3
+    assert JobConfig.from_dict(cfg.flat()) == cfg
+
+
+def test_unknown_keys_are_named():
+    with pytest.raises(ConfigError, match=r"attack.rate: unknown field"):
+        JobConfig.from_dict({"attack.rate": 0.1})
+    with pytest.raises(ConfigError, match=r"atack: unknown config key"):
+        JobConfig.from_dict({"atack": {"name": "dp"}})
+
+
+def test_replace_revalidates():
+    cfg = JobConfig()
+    assert cfg.replace(**{"attack.poison_rate": 0.1}).attack.poison_rate == 0.1
+    with pytest.raises(ConfigError, match="attack.poison_rate"):
+        cfg.replace(**{"attack.poison_rate": 2.0})
+
+
+def test_yaml_errors_name_the_file_and_line(tmp_path):
+    path = tmp_path / "job.yaml"
+    path.write_text("attack:\n  name: dp\n  poison_rate: [0.1\n")
+    with pytest.raises(ConfigError, match=r"job.yaml:\d+: not valid YAML"):
+        JobConfig.from_yaml(path)
+    path.write_text("attack:\n  name: dp\nmodel:\n  backbone: sasrec\n")
+    assert JobConfig.from_yaml(path).attack.name == "dp"
+    with pytest.raises(ConfigError, match="config file not found"):
+        JobConfig.from_yaml(tmp_path / "missing.yaml")
