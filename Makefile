@@ -16,11 +16,11 @@ install: $(STAMP)
 run: $(STAMP)
 	$(PY) sweeps/poison_rate.py $(ARGS)
 
-# Default suite, then the autoscaling-cluster test on its own: Ray's AutoscalingCluster
-# runs `ray stop --force`, which would kill other tests' Ray processes.
+# The autoscaling-cluster test first and on its own (Ray's AutoscalingCluster runs
+# `ray stop --force`, which would kill other tests' Ray processes), then the default suite.
 test: $(STAMP)
+	RECSEC_RUN_CLUSTER_TEST=1 $(PY) -m pytest -q -m slow -k autoscaling tests/test_infra.py
 	$(PY) -m pytest -q $(ARGS)
-	RECSEC_RUN_CLUSTER_TEST=1 $(PY) -m pytest -q -m slow tests/test_infra.py
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow $(ARGS)

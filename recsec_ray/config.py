@@ -95,6 +95,7 @@ class DataConfig(_Section):
     k_core: int = 5
     max_len: int = 50
     tie_rule: str = "file"  # order of interactions sharing a timestamp (DESIGN §3)
+    seed: int = 0  # data-side randomness only: tie_rule "random" and the synthetic generator
     synthetic_users: int = 200  # synthetic generator size (unit tests only)
     synthetic_items: int = 120
 
@@ -103,6 +104,10 @@ class DataConfig(_Section):
         _check_choice("data.tie_rule", self.tie_rule, TIE_RULES)
         _check_range("data.k_core", self.k_core, 1)
         _check_range("data.max_len", self.max_len, 3)
+        _check_range("data.seed", self.seed, 0)
+        _check_range("data.min_rating", self.min_rating, 0.0)
+        _check_range("data.synthetic_users", self.synthetic_users, 1)
+        _check_range("data.synthetic_items", self.synthetic_items, 10)
         if self.name == "custom" and not (self.interactions and self.titles):
             raise ConfigError("data.interactions and data.titles: both are required for 'custom'")
         if self.name == "amazon" and not self.category:
@@ -133,6 +138,8 @@ class ModelConfig(_Section):
     llmrec_train_users: int = 256
     llmrec_eval_users: int = 200
     llmrec_lora_r: int = 8
+    llmrec_epochs: int = 1  # LoRA passes over the training subset (CPU: ~150 tokens/s)
+    llmrec_lr: float = 5e-4
 
     def _validate(self) -> None:
         _check_choice("model.backbone", self.backbone, BACKBONES)
@@ -140,12 +147,14 @@ class ModelConfig(_Section):
         _check_choice("model.loss", self.loss, LOSSES)
         for name in ("dim", "layers", "heads", "epochs", "batch_size", "llmrec_candidates",
                      "llmrec_history", "llmrec_train_users", "llmrec_eval_users",
-                     "llmrec_lora_r"):
+                     "llmrec_lora_r", "llmrec_epochs"):
             _check_range(f"model.{name}", getattr(self, name), 1)
         _check_range("model.patience", self.patience, 0)
         _check_range("model.dropout", self.dropout, 0.0, 0.9)
         _check_range("model.mask_prob", self.mask_prob, 0.0, 1.0, lo_open=True)
         _check_range("model.lr", self.lr, 0.0, lo_open=True)
+        _check_range("model.llmrec_lr", self.llmrec_lr, 0.0, lo_open=True)
+        _check_range("model.llmrec_candidates", self.llmrec_candidates, 2, 20)
         _check_range("model.weight_decay", self.weight_decay, 0.0)
         if self.dim % self.heads:
             raise ConfigError(f"model.dim: {self.dim} must be divisible by model.heads "
@@ -191,6 +200,7 @@ class DefenseConfig(_Section):
     _prefix = "defense."
     name: str = "none"
     known_attack: str = "random"  # the attack the defender simulates for training data
+    sim_rate: float = 0.05  # simulated known-attack fake users / observed users (LLM4Dec, LoRec)
     threshold: float = 0.5  # user flagged when p(fraud) >= threshold
     zero_shot: bool = False  # LLM4Dec: P("Yes") from the LLM instead of a trained classifier
     max_titles: int = 20  # recent titles per user in LLM prompts (DESIGN §5 budget)
@@ -214,6 +224,7 @@ class DefenseConfig(_Section):
         _check_choice("defense.known_attack", self.known_attack, ("random", "bandwagon"))
         _check_choice("defense.pscanner_action", self.pscanner_action, ("strip", "remove"))
         _check_range("defense.threshold", self.threshold, 0.0, 1.0)
+        _check_range("defense.sim_rate", self.sim_rate, 0.0, 1.0, lo_open=True)
         _check_range("defense.max_titles", self.max_titles, 1)
         _check_range("defense.pscanner_rounds", self.pscanner_rounds, 1)
         _check_range("defense.pscanner_triggers", self.pscanner_triggers, 1)
@@ -233,9 +244,12 @@ class LLMConfig(_Section):
     max_wait_ms: float = 5.0
     max_tokens: int = 512  # longer prompts are truncated from the left (documented)
     cache_dir: str | None = None  # None: ~/.cache/recsec_ray/llm
+    cache: bool = True  # content-addressed result cache shared by trials (DESIGN §5)
+    vllm_kv_cache_gib: float = 1.0  # vLLM KV-cache size per engine (CPU and GPU)
 
     def _validate(self) -> None:
         _check_choice("llm.backend", self.backend, LLM_BACKENDS)
+        _check_range("llm.vllm_kv_cache_gib", self.vllm_kv_cache_gib, 0.0, lo_open=True)
         _check_range("llm.max_batch", self.max_batch, 1)
         _check_range("llm.max_wait_ms", self.max_wait_ms, 0.0)
         _check_range("llm.max_tokens", self.max_tokens, 8)

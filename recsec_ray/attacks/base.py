@@ -61,10 +61,78 @@ def no_poison(ctx: AttackContext) -> PoisonedData:
 
 
 def n_fake_users(ctx: AttackContext) -> int:
-    return int(round(ctx.cfg.poison_rate * ctx.data.n_users))
+    return round(ctx.cfg.poison_rate * ctx.data.n_users)
 
 
 def sample_lengths(data: SequenceData, n: int, rng: np.random.Generator) -> np.ndarray:
     """Fake users' lengths drawn from the real length distribution."""
     lengths = np.array([len(s) for s in data.seqs])
     return rng.choice(lengths, size=n, replace=True)
+
+
+# ---- helpers shared by the attacks (additive) ------------------------------------------------
+def popular_items(data: SequenceData, k: int, exclude: np.ndarray | None = None) -> np.ndarray:
+    """The k most frequent items in the training parts (ties: lower index first)."""
+    counts = data.item_counts("train").astype(np.int64)
+    counts[0] = -1
+    if exclude is not None and len(exclude):
+        counts[np.asarray(exclude, dtype=np.int64)] = -1
+    order = np.argsort(-counts, kind="stable")
+    order = order[counts[order] >= 0]
+    return order[:k].astype(np.int64)
+
+
+def filler_pool(data: SequenceData, targets: np.ndarray) -> np.ndarray:
+    """Every real item except the targets."""
+    return np.setdiff1d(np.arange(1, data.n_items + 1, dtype=np.int64), targets)
+
+
+def draw(rng: np.random.Generator, pool: np.ndarray, k: int) -> np.ndarray:
+    """k distinct items from pool while it lasts; repeats only when the pool is too small."""
+    k = max(int(k), 0)
+    if k <= len(pool):
+        return rng.choice(pool, size=k, replace=False).astype(np.int64)
+    extra = rng.choice(pool, size=k - len(pool), replace=True)
+    return np.concatenate([rng.permutation(pool), extra]).astype(np.int64)
+
+
+def body_length(total_length: int, n_targets: int) -> int:
+    """Length of a fake user's training part.
+
+    The trainer learns only from ``seq[:-2]`` (the last two items are the held-out
+    valid/test slots of every user), so an attack puts what it wants learnt there and appends
+    two ordinary items; the training part never drops below ``n_targets + 1``.
+    """
+    return max(int(total_length) - 2, n_targets + 1)
+
+
+def targets_plus_fillers(ctx: AttackContext, pool: np.ndarray, salt: int) -> list[np.ndarray]:
+    """Random-order fake users: all targets + fillers from pool, lengths like real users'.
+
+    Shared by Random (pool = every item) and Bandwagon (pool = popular items).
+    """
+    rng = ctx.rng(salt)
+    targets = np.asarray(ctx.targets, dtype=np.int64)
+    n = n_fake_users(ctx)
+    fakes = []
+    for length in sample_lengths(ctx.data, n, rng):
+        body_len = body_length(length, len(targets))
+        picks = draw(rng, pool, body_len - len(targets) + 2)
+        body = rng.permutation(np.concatenate([targets, picks[:-2]]))
+        fakes.append(np.concatenate([body, picks[-2:]]))
+    return fakes
+
+
+def poisoned(ctx: AttackContext, fakes: list[np.ndarray], *, titles: list[str] | None = None,
+             poisoned_items: np.ndarray | None = None, trigger: str | None = None,
+             stats: dict[str, Any] | None = None) -> PoisonedData:
+    """Append fake users after the real ones and package the ground truth."""
+    data = ctx.data.with_users(fakes, [f"fake-{i}" for i in range(len(fakes))])
+    if titles is not None:
+        data = data.with_titles(titles)
+    flags = poisoned_items if poisoned_items is not None else \
+        np.zeros(ctx.data.n_items + 1, dtype=bool)
+    base = {"n_fake": len(fakes),
+            "fake_interactions": int(sum(len(s) - 2 for s in fakes))}
+    return PoisonedData(data=data, n_real=ctx.data.n_users, targets=np.asarray(ctx.targets),
+                        poisoned_items=flags, trigger=trigger, stats={**base, **(stats or {})})

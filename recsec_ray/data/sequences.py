@@ -19,6 +19,9 @@ class SequenceData:
     titles: list[str]  # titles[i] is item i's title; titles[0] == "" (padding)
     user_ids: list[str] = field(default_factory=list)  # original ids, for reports
     item_ids: list[str] = field(default_factory=list)  # original ids; item_ids[0] == ""
+    # JSON-friendly facts about the source (tie rule, tie share, partial-data note, checksums);
+    # dataset_stats and run params read it, nothing else depends on it
+    meta: dict = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def n_users(self) -> int:

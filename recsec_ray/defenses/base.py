@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from ..config import DefenseConfig, ModelConfig
+from ..config import DefenseConfig, LLMConfig, ModelConfig
 from ..data.sequences import SequenceData
 
 if TYPE_CHECKING:
@@ -29,13 +29,23 @@ class DefenseContext:
     seed: int
     llm: LLMClient | None = None
     device: str = "cpu"
+    llm_cfg: LLMConfig | None = None  # which model embeds / generates (None: the defaults)
+
+    @property
+    def llm_settings(self) -> LLMConfig:
+        return self.llm_cfg if self.llm_cfg is not None else LLMConfig()
 
     def rng(self, salt: int = 0) -> np.random.Generator:
         return np.random.default_rng([self.seed, 0xDEF, salt])
 
 
 class TrainHook(Protocol):
-    """Called by the trainer; lets a defense act while the victim trains."""
+    """Called by the trainer; lets a defense act while the victim trains.
+
+    A hook may also carry ``selection_start_epoch: int``: the trainer then restarts model
+    selection (best validation score and patience) at that epoch, as the LoRec reference does
+    once its reweighting starts, so the model kept is one trained under the defense.
+    """
 
     def on_epoch_start(self, epoch: int, model: Any, weights: np.ndarray) -> np.ndarray:
         """Return the per-user loss weights to use this epoch."""

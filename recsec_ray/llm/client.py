@@ -36,3 +36,54 @@ class LLMClient(Protocol):
 
     def stats(self) -> dict[str, Any]:
         ...
+
+
+class _Counting:
+    """Per-client accounting: a trial's ``llm_calls`` and ``llm_cache_hit_rate`` are its own,
+    not the whole sweep's (the service's totals are under ``stats()['service']``)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.items = 0
+        self.hits = 0
+
+    def _count(self, n: int, hits: int) -> None:
+        self.calls += 1
+        self.items += n
+        self.hits += hits
+
+    def _client_stats(self, service: dict[str, Any]) -> dict[str, Any]:
+        return {"calls": self.calls, "items": self.items, "cache_hits": self.hits,
+                "cache_hit_rate": self.hits / self.items if self.items else 0.0,
+                "service": service}
+
+
+class LocalClient(_Counting):
+    """In-process client: the backend lives in this process (a job run without Ray)."""
+
+    def __init__(self, service) -> None:
+        super().__init__()
+        self.service = service
+
+    def _run(self, call: str, texts: list[str], model, adapter, **params):
+        pending = self.service.begin(call, texts, model=model, adapter=adapter, **params)
+        result = pending.result()
+        self._count(len(texts), pending.hits)
+        return result
+
+    def embed(self, texts, *, model=None, adapter=None):
+        return self._run("embed", texts, model, adapter)
+
+    def generate(self, prompts, *, max_tokens=64, temperature=0.0, seed=0, model=None,
+                 adapter=None):
+        return self._run("generate", prompts, model, adapter, max_tokens=max_tokens,
+                         temperature=temperature, seed=seed)
+
+    def score(self, prompts, choices, *, model=None, adapter=None):
+        return self._run("score", prompts, model, adapter, choices=list(choices))
+
+    def load_adapter(self, name, path, *, model=None):
+        self.service.load_adapter(name, path, model=model)
+
+    def stats(self):
+        return self._client_stats(self.service.stats())

@@ -1,0 +1,165 @@
+"""DP attack (Huang et al., NDSS'21), adapted to sequential recommenders.
+
+The attacker trains a surrogate of the victim's backbone (ID items) on the clean data and builds
+fake users greedily, one position at a time, all users of a batch in parallel:
+
+- target slots (all targets, each ``repeats`` times, about a third of the training part, never
+  the first position, which is no prediction label) receive the next target;
+- every other slot receives a filler the surrogate finds plausible after the prefix (its
+  top-``CANDIDATES`` next items) and, among those, one after which the surrogate most expects
+  the targets (mean log-probability of the targets); the pick is drawn among the best
+  ``DIVERSITY`` for variety, seeded.
+
+So targets follow contexts that already lean towards them, and those contexts look like real
+next-item chains, which is what makes the victim transfer the targets to real users' states.
+Between ``dp_batches`` batches the surrogate is fine-tuned on the partially poisoned data
+(``dp_surrogate_epochs // dp_batches`` epochs, at least 1), as the paper retrains between fake
+users; a full retrain per batch would multiply the attack's cost by the number of batches.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from .base import (
+    AttackContext,
+    PoisonedData,
+    body_length,
+    n_fake_users,
+    poisoned,
+    popular_items,
+    sample_lengths,
+)
+
+CANDIDATES = 16  # plausible fillers scored per slot
+DIVERSITY = 3  # the pick is drawn among this many best candidates
+CRITERION = "align"
+SURROGATE_BACKBONES = ("sasrec", "gru4rec", "bert4rec")
+
+
+def surrogate_config(ctx: AttackContext):
+    """The victim's backbone with ID items (the attacker knows the architecture, not the
+    title encoder), trained for ``dp_surrogate_epochs``; 'pop' and 'llmrec' victims get a
+    SASRec surrogate."""
+    m = ctx.model_cfg
+    backbone = m.backbone if m.backbone in SURROGATE_BACKBONES else "sasrec"
+    return dataclasses.replace(m, backbone=backbone, items="id",
+                               epochs=ctx.cfg.dp_surrogate_epochs)
+
+
+def dp_attack(ctx: AttackContext) -> PoisonedData:
+    from ..models import build_model
+    from ..models.trainer import train
+
+    data, targets = ctx.data, np.asarray(ctx.targets, dtype=np.int64)
+    rng = ctx.rng(3)
+    n = n_fake_users(ctx)
+    if n == 0:
+        return poisoned(ctx, [])
+    max_len = max(max(len(s) for s in data.seqs) - 3, 2)  # data keeps max_len + 3 items
+    scfg = surrogate_config(ctx)
+    model = build_model(scfg, data.n_items, max_len, seed=ctx.seed)
+    train(model, data, scfg, n_real=data.n_users, user_weights=None, seed=ctx.seed,
+          progress=False, device=ctx.device)
+    lengths = sample_lengths(data, n, rng)
+    starts = popular_items(data, ctx.cfg.filler_pool, exclude=targets)
+    batches = np.array_split(np.arange(n), min(ctx.cfg.dp_batches, n))
+    fakes: list[np.ndarray] = []
+    tune_cfg = dataclasses.replace(scfg, epochs=max(1, scfg.epochs // ctx.cfg.dp_batches))
+    for b, idx in enumerate(batches):
+        dirs = _real_states(model, data, max_len, targets, ctx.device)
+        fakes += _build_batch(model, lengths[idx], targets, starts, data.n_items, max_len, rng,
+                              ctx.device, dirs)
+        if b + 1 < len(batches):
+            train(model, data.with_users(fakes), tune_cfg, n_real=data.n_users,
+                  user_weights=None, seed=ctx.seed + b + 1, progress=False, device=ctx.device)
+    return poisoned(ctx, fakes, stats={"dp_target_share": float(np.mean(
+        [np.isin(s[:-2], targets).mean() for s in fakes]))})
+
+
+def _target_slots(body_len: int, n_targets: int, rng: np.random.Generator) -> np.ndarray:
+    repeats = max(1, body_len // (3 * n_targets))
+    k = min(n_targets * repeats, body_len - 1)
+    return np.sort(rng.choice(np.arange(1, body_len), size=k, replace=False))
+
+
+def _real_states(model, data, max_len: int, targets: np.ndarray, device: str):
+    """Per target, the mean surrogate state of real users for whom it is not yet in the top-50:
+    the direction a fake context must point at so that learning "target next" there lifts the
+    target for those users (the CE gradient on a target's vector is along the context state)."""
+    import torch
+
+    from ..data.sequences import pad_left
+
+    dirs = []
+    with torch.no_grad():
+        vecs = model.item_vectors()
+        states, below = [], []
+        for b in range(0, data.n_users, 512):
+            seqs = [data.seqs[u][:-1] for u in range(b, min(b + 512, data.n_users))]
+            inp = torch.as_tensor(pad_left(seqs, max_len), device=device)
+            h = model.user_vectors(inp)
+            s = h @ vecs.T
+            s[:, 0] = float("-inf")
+            kth = s.topk(min(50, s.shape[1] - 1), dim=1).values[:, -1:]
+            below.append(s[:, torch.as_tensor(targets, device=device)] < kth)
+            states.append(h)
+        h, below = torch.cat(states), torch.cat(below)
+        for j in range(len(targets)):
+            sel = h[below[:, j]] if below[:, j].any() else h
+            dirs.append(torch.nn.functional.normalize(sel.mean(0), dim=0))
+    return torch.stack(dirs)  # (n_targets, d)
+
+
+def _build_batch(model, lengths: np.ndarray, targets: np.ndarray, starts: np.ndarray,
+                 n_items: int, max_len: int, rng: np.random.Generator, device: str,
+                 directions=None) -> list[np.ndarray]:
+    import torch
+
+    from ..data.sequences import pad_left
+
+    bodies = [body_length(L, len(targets)) for L in lengths]
+    total = [b + 2 for b in bodies]  # two held-out slots are plain fillers
+    is_target = []
+    for body in bodies:
+        flags = np.zeros(body + 2, dtype=bool)
+        flags[_target_slots(body, len(targets), rng)] = True
+        is_target.append(flags)
+    seqs = [[int(rng.choice(starts))] for _ in lengths]
+    next_t = [int(i) for i in rng.integers(0, len(targets), size=len(lengths))]
+    t_idx = torch.as_tensor(targets, device=device)
+    model.eval()
+    for pos in range(1, max(total)):
+        fill = [i for i in range(len(seqs)) if pos < total[i] and not is_target[i][pos]]
+        for i in range(len(seqs)):
+            if pos < total[i] and is_target[i][pos]:
+                seqs[i].append(int(targets[next_t[i] % len(targets)]))
+                next_t[i] += 1
+        if not fill:
+            continue
+        with torch.no_grad():
+            prefix = torch.as_tensor(pad_left([np.array(seqs[i]) for i in fill], max_len),
+                                     device=device)
+            scores = model.scores(prefix)
+            scores[:, 0] = float("-inf")
+            scores[:, t_idx] = float("-inf")
+            for r, i in enumerate(fill):
+                scores[r, torch.as_tensor(seqs[i], device=device)] = float("-inf")
+            k = min(CANDIDATES, n_items - len(targets))
+            cand = scores.topk(k, dim=1).indices  # (F, k) plausible next items
+            ext = torch.cat([prefix.repeat_interleave(k, 0)[:, 1:],
+                             cand.reshape(-1, 1)], dim=1)
+            if CRITERION == "align":
+                h = torch.nn.functional.normalize(model.user_vectors(ext), dim=1)
+                nxt = torch.as_tensor([next_t[i] % len(targets) for i in fill], device=device)
+                pull = (h.reshape(len(fill), k, -1) * directions[nxt].unsqueeze(1)).sum(-1)
+            else:
+                logp = torch.log_softmax(model.scores(ext)[:, 1:], dim=1)
+                pull = logp[:, t_idx - 1].mean(1).reshape(len(fill), k)
+            best = pull.topk(min(DIVERSITY, k), dim=1).indices.cpu().numpy()
+        cand = cand.cpu().numpy()
+        for r, i in enumerate(fill):
+            seqs[i].append(int(cand[r, best[r, rng.integers(best.shape[1])]]))
+    return [np.asarray(s, dtype=np.int64) for s in seqs]

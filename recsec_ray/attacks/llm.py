@@ -1,0 +1,120 @@
+"""LLM attack: the LLM writes plausible fake histories for personas, containing the targets.
+
+Per fake user the LLM sees a persona and a numbered, quoted sample of real catalogue titles
+(half popular, half random, the targets among them) and answers with the numbers of the items
+that user would have consumed, in order, including the targets (``prompts.persona_prompt``).
+Only numbers are parsed, so every item is real by construction; out-of-range numbers, repeats
+and junk are dropped. The LLM's order is kept; a target it left out, or put in the two
+held-out slots the trainer never learns from, is inserted at a random place of the training
+part, so every fake user holds every target whatever the model writes.
+
+An answer the model botches (fewer than half the asked items usable) is replaced by a random
+fill from the same catalogue sample and counted in ``stats['llm_fallbacks']``; a short but usable
+answer is topped up at random, counted in ``stats['llm_padded_items']``. A 135M model fails
+often; these counts are the honest measure of how LLM-written the fake users are.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import ConfigError
+from .base import (
+    AttackContext,
+    PoisonedData,
+    body_length,
+    draw,
+    filler_pool,
+    n_fake_users,
+    poisoned,
+    popular_items,
+    sample_lengths,
+)
+
+PERSONAS = ("a college student", "a retired teacher", "a busy parent of two",
+            "a software engineer", "a teenager", "a nurse who works night shifts",
+            "a small-business owner", "a history graduate student", "a long-haul truck driver",
+            "an art collector")
+MAX_PICKS = 20  # non-target items asked per user: short prompts on a CPU service (DESIGN §5)
+TITLE_CHARS = 60
+
+
+def domain_of(name: str) -> str:
+    return "movies" if name.startswith("ml-") else "items"
+
+
+def parse_picks(text: object, catalogue: np.ndarray, k: int) -> list[int]:
+    """Item indices the answer names by catalogue number (1-based), valid and distinct."""
+    from ..llm.prompts import parse_item_numbers
+
+    return [int(catalogue[v - 1]) for v in parse_item_numbers(text, len(catalogue), k)]
+
+
+def place_targets(picks: list[int], targets: np.ndarray, rng: np.random.Generator
+                  ) -> np.ndarray:
+    """The LLM's order, with every target inside the training part (``seq[:-2]``)."""
+    tset = {int(t) for t in targets}
+    fillers = [i for i in picks if i not in tset]
+    body, tail = fillers[:-2], fillers[-2:]
+    llm_pos = {i: j for j, i in enumerate(picks) if i in tset}
+    for t in rng.permutation(targets):
+        t = int(t)
+        if t in llm_pos and llm_pos[t] < len(picks) - 2:
+            at = min(max(llm_pos[t], 1), len(body))
+        else:
+            at = int(rng.integers(1, len(body) + 1))
+        body.insert(at, t)
+    return np.asarray(body + tail, dtype=np.int64)
+
+
+def llm_attack(ctx: AttackContext) -> PoisonedData:
+    from ..llm.prompts import persona_prompt
+
+    if ctx.llm is None:
+        raise ConfigError("attack.name: 'llm' needs an LLM client (llm section of the config)")
+    data, targets = ctx.data, np.asarray(ctx.targets, dtype=np.int64)
+    rng = ctx.rng(4)
+    n = n_fake_users(ctx)
+    popular = popular_items(data, 300, exclude=targets)
+    pool = filler_pool(data, targets)
+    plans = []
+    for length in sample_lengths(data, n, rng):
+        k = min(body_length(length, len(targets)) - len(targets), MAX_PICKS) + 2
+        m = min(2 * k + 10, len(pool))
+        half = min(m // 2, len(popular))
+        shown = draw(rng, popular, half)
+        shown = np.concatenate([shown, draw(rng, np.setdiff1d(pool, shown), m - half)])
+        catalogue = rng.permutation(np.concatenate([shown, targets]))
+        number = {int(i): j + 1 for j, i in enumerate(catalogue)}
+        prompt = persona_prompt(
+            domain_of(data.name), [(j + 1, _short(data.titles[i])) for j, i in
+                                   enumerate(catalogue)],
+            [(number[int(t)], _short(data.titles[t])) for t in targets], k + len(targets),
+            persona=PERSONAS[int(rng.integers(len(PERSONAS)))])
+        plans.append((k, catalogue, prompt))
+    answers = ctx.llm.generate([p for _, _, p in plans], max_tokens=4 * (MAX_PICKS + 8) + 16,
+                               temperature=0.7, seed=ctx.seed) if plans else []
+    if len(answers) != len(plans):
+        raise ConfigError(f"llm: the service answered {len(answers)} of {len(plans)} prompts")
+    fakes, fallbacks, padded, written = [], 0, 0, 0
+    tset = set(targets.tolist())
+    for (k, catalogue, _), answer in zip(plans, answers):
+        picks = parse_picks(answer, catalogue, k + len(targets))
+        n_fill = sum(1 for i in picks if i not in tset)
+        fill_pool = np.setdiff1d(catalogue, targets)
+        if n_fill < k // 2:
+            fallbacks += 1
+            picks = [int(i) for i in draw(rng, fill_pool, k)]
+        else:
+            written += n_fill
+            if n_fill < k:
+                extra = draw(rng, np.setdiff1d(fill_pool, picks), k - n_fill)
+                padded += len(extra)
+                picks += [int(i) for i in extra]
+        fakes.append(place_targets(picks, targets, rng))
+    return poisoned(ctx, fakes, stats={"llm_fallbacks": fallbacks, "llm_padded_items": padded,
+                                       "llm_items_written": written})
+
+
+def _short(title: str) -> str:
+    return title if len(title) <= TITLE_CHARS else title[: TITLE_CHARS - 1] + "…"

@@ -1,0 +1,271 @@
+"""LoRec: an LLM-enhanced calibrator (LCT) that reweights users while the victim trains.
+
+Follows the published reference (DESIGN §9). Each epoch the frozen backbone's view of every
+user, per position ``[item vector; hidden state]``, goes through a small Transformer with a CLS
+token to give ``p_u``, the chance the user is a fraudster. The LCT learns from the defender's
+simulated known-attack fake users (label 1) against every dataset user (label 0, injected ones
+included: the defender cannot tell them apart), with an entropy term that lets unlabelled users
+become confident, and an alignment term pulling its CLS output towards an MLP of the LLM's
+embedding of the user's LLM4Dec prompt. Users the LCT keeps scoring above the mean lose raw
+weight; their loss weight is ``sigmoid(w) / sigmoid(w0)`` (snapped to 1 in (0.5, 1)).
+
+Departures from the reference, each for a stated reason:
+- users are shuffled (seeded) before being cut into LCT batches: the reference slices them in
+  index order, so all injected users (last indices) share one batch;
+- padded positions are excluded with an attention key-padding mask (the reference only zeroes
+  them, so they still take part in attention);
+- prompts use the ``max_titles`` most recent training titles (DESIGN §5 budget).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ..data.sequences import pad_left
+from ..errors import ConfigError
+from .base import DefenseContext, Sanitation
+from .llm4dec import embed_users
+from .simulate import simulated_fakes
+
+SEQUENTIAL = ("sasrec", "gru4rec", "bert4rec")
+
+
+# ---- the reweighting schedule (pure functions, unit-tested against hand-computed values) -------
+
+def is_update_epoch(epoch: int, every: int = 5, switch: int = 30) -> bool:
+    """Whether raw weights update after (1-based) ``epoch``: every 5 epochs up to epoch 30,
+    every 10 after (the reference's ``weight_update`` and its doubling after epoch 30)."""
+    if epoch <= switch:
+        return epoch % every == 0
+    return epoch % (2 * every) == 0
+
+
+def update_raw_weights(raw: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, bool]:
+    """One reweighting step. ``U+ = {p > mean(p)}``; only if ``|U+| < |U|/3``, users in U+ lose
+    1 and the others share the loss equally (gain ``|U+| / (|U| - |U+|)`` each), so the total
+    raw weight is conserved. Returns ``(new_raw, applied)``."""
+    up = scores > scores.mean()
+    n_up, n = int(up.sum()), len(scores)
+    if not n_up < n / 3:
+        return raw, False
+    out = raw.astype(np.float64).copy()
+    out[up] -= 1.0
+    out[~up] += n_up / (n - n_up)
+    return out, True
+
+
+def loss_weights(raw: np.ndarray, init: float = 3.0) -> np.ndarray:
+    """``sigmoid(w) / sigmoid(init)``, set to 1 where it lies strictly between 0.5 and 1: users
+    must lose several updates in a row before their loss shrinks at all."""
+    sig = 1.0 / (1.0 + np.exp(-np.asarray(raw, dtype=np.float64)))
+    w = sig / (1.0 / (1.0 + math.exp(-init)))
+    w[(w > 0.5) & (w < 1.0)] = 1.0
+    return w
+
+
+# ---- the calibrator ---------------------------------------------------------------------------
+
+def sinusoidal(length: int, dim: int) -> torch.Tensor:
+    pos = torch.arange(length, dtype=torch.float32)[:, None]
+    freq = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32) * (-math.log(10000.0) / dim))
+    table = torch.zeros(length, dim)
+    table[:, 0::2] = torch.sin(pos * freq)
+    table[:, 1::2] = torch.cos(pos * freq)[:, : dim // 2]
+    return table
+
+
+class LCT(nn.Module):
+    """CLS + sinusoidal positions + 2 Transformer blocks over ``(B, L, 2d)`` inputs; the head is
+    Linear(2d→128)+BN+Dropout+GELU+Linear(128→1)+BN; ``llm_proj`` maps an LLM embedding to 2d
+    for the alignment term (the reference's MLP_Layers with one hidden layer)."""
+
+    def __init__(self, in_dim: int, llm_dim: int, max_len: int, *, heads: int = 2,
+                 ffn: int = 128, blocks: int = 2, dropout: float = 0.1):
+        super().__init__()
+        if in_dim % heads:
+            heads = 1  # odd 2d cannot be split; one head keeps the maths the same
+        self.cls = nn.Parameter(torch.empty(1, 1, in_dim))
+        nn.init.xavier_normal_(self.cls)
+        self.register_buffer("pos", sinusoidal(max_len, in_dim), persistent=False)
+        layer = nn.TransformerEncoderLayer(in_dim, heads, ffn, dropout, activation="gelu",
+                                           batch_first=True)
+        self.encoder = nn.TransformerEncoder(layer, blocks, enable_nested_tensor=False)
+        self.head = nn.Sequential(nn.Linear(in_dim, 128), nn.BatchNorm1d(128),
+                                  nn.Dropout(dropout), nn.GELU(), nn.Linear(128, 1),
+                                  nn.BatchNorm1d(1))
+        self.llm_proj = nn.Sequential(nn.Linear(llm_dim, in_dim), nn.GELU(), nn.Dropout(dropout),
+                                      nn.Linear(in_dim, in_dim), nn.GELU())
+
+    def forward(self, x: torch.Tensor, pad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x (B, L, 2d), pad (B, L) True at padding -> (p (B,), cls output (B, 2d))."""
+        x = (x + self.pos[-x.shape[1]:]) * (~pad)[..., None]
+        x = torch.cat([self.cls.expand(x.shape[0], -1, -1), x], dim=1)
+        keep_cls = torch.zeros(pad.shape[0], 1, dtype=torch.bool, device=pad.device)
+        z = self.encoder(x, src_key_padding_mask=torch.cat([keep_cls, pad], dim=1))[:, 0]
+        return torch.sigmoid(self.head(z)).squeeze(-1), z
+
+
+def lct_loss(p: torch.Tensor, y: torch.Tensor, z: torch.Tensor, llm_view: torch.Tensor,
+             lam_entropy: float, lam_align: float) -> torch.Tensor:
+    """Mean over the batch of BCE + λ1·entropy (label-0 rows only) − λ2·mean cosine(z, view)."""
+    p = p.clamp(1e-7, 1 - 1e-7)
+    bce = F.binary_cross_entropy(p, y, reduction="none")
+    entropy = -(p * p.log() + (1 - p) * (1 - p).log())
+    per_row = bce + lam_entropy * entropy * (y == 0)
+    return per_row.mean() - lam_align * F.cosine_similarity(z, llm_view, dim=1).mean()
+
+
+# ---- the train hook ---------------------------------------------------------------------------
+
+class LoRecHook:
+    """Trains the LCT alongside the victim and hands the trainer per-user loss weights.
+
+    The trainer calls ``on_epoch_start(e)`` before (0-based) epoch ``e``; the LCT passes and
+    the weight update of the reference's epoch ``e`` (1-based: the one just finished) run
+    here, so epoch ``e``'s weights already reflect them. ``scores`` (the latest p_u of every
+    dataset user) is the array the Sanitation reports for detection metrics.
+    """
+
+    def __init__(self, ctx: DefenseContext, sim_seqs: list[np.ndarray], user_emb: np.ndarray,
+                 sim_emb: np.ndarray, scores: np.ndarray, stats: dict[str, Any]):
+        self.ctx, self.cfg = ctx, ctx.cfg
+        self.train_seqs = [s[:-2] for s in ctx.data.seqs]
+        self.sim_train = [s[:-2] for s in sim_seqs]
+        self.user_emb, self.sim_emb = user_emb, sim_emb
+        self.scores, self.stats = scores, stats
+        self.raw = np.full(ctx.data.n_users, self.cfg.lorec_init_weight, dtype=np.float64)
+        self.selection_start_epoch = self.cfg.lorec_start_epoch
+        self.passes = 2
+        self.retry = False  # reference: a skipped update is retried after the next epoch
+        self.lct: LCT | None = None
+        self.opt: torch.optim.Optimizer | None = None
+        self.gen = torch.Generator().manual_seed(int(ctx.rng(0x10C).integers(2**31 - 1)))
+        self.rng = ctx.rng(0x10D)
+
+    # ---- trainer API ----
+    def on_epoch_start(self, epoch: int, model: Any, weights: np.ndarray) -> np.ndarray:
+        if epoch >= 1:
+            loss = self._train_lct(model)
+            done = epoch  # the 1-based number of the epoch that just finished
+            self.scores[:] = self._score(model)
+            updated = False
+            if self.retry or is_update_epoch(done):
+                self.raw, updated = update_raw_weights(self.raw, self.scores)
+                self.retry = not updated
+                self.stats["lorec_updates"] = self.stats.get("lorec_updates", 0) + int(updated)
+                self.stats["lorec_skipped_updates"] = (self.stats.get("lorec_skipped_updates", 0)
+                                                       + int(not updated))
+            self.stats["lorec_lct_loss"] = loss
+            self.stats["lorec_min_weight"] = float(
+                loss_weights(self.raw, self.cfg.lorec_init_weight).min())
+        # the reference weights the loss from (1-based) epoch lct_start on
+        if epoch + 1 >= self.cfg.lorec_start_epoch:
+            return (weights * loss_weights(self.raw, self.cfg.lorec_init_weight)
+                    ).astype(np.float32)
+        return weights
+
+    def extra_loss(self, model: Any, batch: dict[str, torch.Tensor],
+                   loss: torch.Tensor) -> torch.Tensor:
+        return loss
+
+    def finish(self, model: Any) -> None:
+        """Final p_u from the model the trainer kept (call after training, optional)."""
+        self.scores[:] = self._score(model)
+
+    # ---- internals ----
+    def _inputs(self, model: Any, seqs: list[np.ndarray], device: torch.device
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        ids = torch.as_tensor(pad_left(seqs, self._max_len(model)), device=device)
+        with torch.no_grad():
+            items = model.item_vectors()[ids]
+            hidden = model.hidden(ids)
+        return torch.cat([items, hidden], dim=-1).float(), ids == 0
+
+    def _max_len(self, model: Any) -> int:
+        """The backbone's input length when it has one (positional tables), else the longest
+        training part."""
+        own = getattr(model, "max_len", None)
+        return int(own) if own else max(1, max(len(s) for s in self.train_seqs + self.sim_train))
+
+    def _ensure_lct(self, model: Any, device: torch.device) -> LCT:
+        if self.lct is None:
+            d = int(model.item_vectors().shape[1])
+            torch.manual_seed(int(self.rng.integers(2**31 - 1)))
+            self.lct = LCT(2 * d, self.user_emb.shape[1], self._max_len(model)).to(device)
+            self.opt = torch.optim.AdamW(self.lct.parameters(), lr=0.01, weight_decay=5e-4)
+        return self.lct
+
+    def _train_lct(self, model: Any) -> float:
+        device = next(model.parameters()).device
+        lct = self._ensure_lct(model, device)
+        was_training = model.training
+        model.eval()
+        lct.train()
+        n_users, n_sim = len(self.train_seqs), len(self.sim_train)
+        batch = self.ctx.model_cfg.batch_size
+        total, steps = 0.0, 0
+        for _ in range(self.passes):
+            users = self.rng.permutation(n_users)
+            sims = self.rng.permutation(n_sim)
+            n_batches = -(-max(n_users, n_sim) // batch)
+            for u_idx, s_idx in zip(np.array_split(users, n_batches),
+                                    np.array_split(sims, n_batches), strict=True):
+                if len(u_idx) + len(s_idx) < 2:
+                    continue  # BatchNorm needs two rows
+                seqs = [self.sim_train[i] for i in s_idx] + [self.train_seqs[i] for i in u_idx]
+                x, pad = self._inputs(model, seqs, device)
+                emb = np.concatenate([self.sim_emb[s_idx], self.user_emb[u_idx]])
+                y = torch.cat([torch.ones(len(s_idx)), torch.zeros(len(u_idx))]).to(device)
+                p, z = lct(x, pad)
+                view = lct.llm_proj(torch.as_tensor(emb, device=device))
+                loss = lct_loss(p, y, z, view, self.cfg.lorec_lambda_entropy,
+                                self.cfg.lorec_lambda_align)
+                assert self.opt is not None
+                self.opt.zero_grad()
+                loss.backward()
+                self.opt.step()
+                total, steps = total + float(loss), steps + 1
+        model.train(was_training)
+        return total / max(steps, 1)
+
+    def _score(self, model: Any) -> np.ndarray:
+        device = next(model.parameters()).device
+        lct = self._ensure_lct(model, device)
+        was_training = model.training
+        model.eval()
+        lct.eval()
+        out = []
+        batch = self.ctx.model_cfg.batch_size
+        with torch.no_grad():
+            for start in range(0, len(self.train_seqs), batch):
+                x, pad = self._inputs(model, self.train_seqs[start:start + batch], device)
+                out.append(lct(x, pad)[0].cpu().numpy())
+        model.train(was_training)
+        return np.concatenate(out).astype(np.float64)
+
+
+def lorec(ctx: DefenseContext) -> Sanitation:
+    """Prepare LoRec: simulated fakes and LLM views now; the calibration runs during training."""
+    if ctx.model_cfg.backbone not in SEQUENTIAL:
+        raise ConfigError(f"defense.name: lorec needs a sequential backbone "
+                          f"({', '.join(SEQUENTIAL)}), got model.backbone="
+                          f"{ctx.model_cfg.backbone!r}")
+    sim, _ = simulated_fakes(ctx)
+    titles = ctx.data.titles
+    user_emb = embed_users(ctx, [s[:-2] for s in ctx.data.seqs], titles)
+    sim_emb = embed_users(ctx, [s[:-2] for s in sim], titles)
+    san = Sanitation.keep_all(ctx.data)
+    # user_scores and stats are filled in place while the victim trains (the job reads them
+    # after training): the latest p_u of every user, and counts of weight updates
+    san.user_scores = np.zeros(ctx.data.n_users, dtype=np.float64)
+    san.user_threshold = ctx.cfg.threshold
+    san.stats = {"n_simulated": len(sim), "embed_dim": int(user_emb.shape[1]),
+                 "lorec_updates": 0, "lorec_skipped_updates": 0}
+    san.hook = LoRecHook(ctx, sim, user_emb, sim_emb, san.user_scores, san.stats)
+    return san

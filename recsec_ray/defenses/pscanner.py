@@ -1,0 +1,168 @@
+"""P-Scanner: find and neutralise backdoor triggers in item titles before the victim trains.
+
+1. The trigger-augmentation agent (``triggers.TriggerAgent``: the LLM, with a documented
+   fallback) writes ``pscanner_triggers`` synthetic char/word/sentence triggers per round.
+2. The scanner (``scanner.LoraScanner``: base LLM + LoRA) learns Yes/No on contrastive pairs
+   (a clean title / the same title with a synthetic trigger) over ``pscanner_train_titles``
+   titles. Titles are the defender's observed ones, so a poisoned title can land among the
+   "clean" examples; from round 2 on, training titles the scanner already calls triggered
+   (P(Yes) > 0.9) are dropped from the No class (self-cleaning).
+3. Rounds: each round's triggers are tried on held-out titles; those the scanner misses seed the
+   agent's next prompt, and training continues on the new triggers (with a replay of old ones).
+4. The adapter is saved (safetensors), loaded into the shared LLM service, and every title is
+   scored there: ``client.score(prompt, [" Yes", " No"], adapter=...)``. The threshold is the
+   ``1 - pscanner_fpr`` quantile of held-out titles' scores (never below 0.5: the scanner must
+   prefer Yes), so at most that share of clean titles would be flagged.
+5. Flagged items: ``strip`` removes, greedily, the word whose removal lowers P(Yes) most, until
+   the scanner no longer flags the title (at most half of its words); ``remove`` drops the items
+   and every user whose training part holds one (the users who boosted them).
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from ..errors import ModelOutputError
+from .base import DefenseContext, Sanitation
+from .scanner import CHOICES, LoraScanner, insert_trigger, scanner_prompt
+from .triggers import TriggerAgent
+
+P_CLEAN_DROP = 0.9
+
+
+def domain_of(name: str) -> str:
+    low = name.lower()
+    if low.startswith("ml-") or "movie" in low:
+        return "movies"
+    if low.startswith("amazon"):
+        return "products"
+    return "items"
+
+
+def service_p_yes(ctx: DefenseContext, prompts: list[str], adapter: str) -> np.ndarray:
+    """P(Yes | Yes or No) for each prompt from the shared service with the adapter."""
+    assert ctx.llm is not None
+    if not prompts:
+        return np.zeros(0)
+    logp = np.asarray(ctx.llm.score(prompts, list(CHOICES), model=ctx.llm_settings.model,
+                                    adapter=adapter), dtype=np.float64)
+    if logp.shape != (len(prompts), 2) or not np.isfinite(logp).all():
+        raise ModelOutputError(f"llm.model: score() with adapter {adapter!r} returned "
+                               f"{logp.shape} / non-finite log-probabilities for "
+                               f"{len(prompts)} prompts")
+    return 1.0 / (1.0 + np.exp(logp[:, 1] - logp[:, 0]))
+
+
+def strip_trigger(ctx: DefenseContext, title: str, adapter: str, threshold: float
+                  ) -> tuple[str, int]:
+    """Greedy word removal guided by the scanner -> (cleaned title, words removed)."""
+    words = title.split()
+    removed = 0
+    for _ in range(len(words) // 2):
+        if len(words) < 2:
+            break
+        variants = [" ".join(words[:i] + words[i + 1:]) for i in range(len(words))]
+        p = service_p_yes(ctx, [scanner_prompt(v) for v in variants], adapter)
+        best = int(np.argmin(p))
+        words = variants[best].split()
+        removed += 1
+        if p[best] < threshold:
+            break
+    return " ".join(words), removed
+
+
+def _examples(titles: list[str], triggers: list[tuple[str, str]], rng: np.random.Generator) -> tuple[list[str], np.ndarray]:
+    """Each title twice: clean (No) and with a trigger drawn from ``triggers`` (Yes)."""
+    prompts, labels = [], []
+    for t in titles:
+        _, trig = triggers[int(rng.integers(len(triggers)))]
+        prompts += [scanner_prompt(t), scanner_prompt(insert_trigger(t, trig, rng))]
+        labels += [0, 1]
+    return prompts, np.asarray(labels)
+
+
+def pscanner(ctx: DefenseContext) -> Sanitation:
+    if ctx.llm is None:
+        raise ModelOutputError("defense.name: pscanner needs an LLM client")
+    cfg, data = ctx.cfg, ctx.data
+    start = time.perf_counter()
+    rng = ctx.rng(0x95C)
+    domain = domain_of(data.name)
+    titles = data.titles
+    items = np.arange(1, data.n_items + 1)
+    perm = rng.permutation(items)
+    n_train = min(cfg.pscanner_train_titles, max(2, len(items) // 2))
+    train_pool, held = perm[:n_train], perm[n_train:]
+    n_val = min(len(held), 60)
+
+    agent = TriggerAgent(ctx.llm, ctx.llm_settings.model, domain,
+                         [titles[i] for i in train_pool], ctx.seed)
+    scanner = LoraScanner(ctx.llm_settings.model, ctx.seed, device=ctx.device)
+    clean_pool = list(train_pool)
+    all_triggers: list[tuple[str, str]] = []
+    missed: dict[str, list[str]] = {}
+    stats: dict[str, float] = {}
+    for r in range(cfg.pscanner_rounds):
+        new = agent.propose(cfg.pscanner_triggers, missed, round_no=r)
+        all_triggers += new
+        if r > 0:  # self-cleaning: titles the scanner already flags leave the No class
+            p_clean = scanner.p_yes([scanner_prompt(titles[i]) for i in clean_pool])
+            clean_pool = [i for i, p in zip(clean_pool, p_clean, strict=True)
+                          if p <= P_CLEAN_DROP]
+            stats[f"round{r}_dropped_clean"] = float(len(train_pool) - len(clean_pool))
+        # new triggers twice as often as replayed ones
+        mix = new + new + all_triggers if r > 0 else new
+        prompts, labels = _examples([titles[i] for i in clean_pool], mix, rng)
+        stats[f"round{r}_loss"] = scanner.train(prompts, labels)
+        # which of this round's triggers does the scanner miss on unseen titles?
+        val_titles = [titles[i] for i in rng.choice(held, size=n_val, replace=False)] \
+            if n_val else []
+        probe = [(lvl, trig, insert_trigger(t, trig, rng)) for (lvl, trig), t in
+                 zip(new * (n_val // max(len(new), 1) + 1), val_titles)]
+        p = scanner.p_yes([scanner_prompt(x) for _, _, x in probe])
+        missed = {}
+        for (lvl, trig, _), pi in zip(probe, p, strict=True):
+            if pi < 0.5:
+                missed.setdefault(lvl, []).append(trig)
+        stats[f"round{r}_missed_share"] = float((p < 0.5).mean()) if len(p) else 0.0
+    train_s = time.perf_counter() - start
+
+    name, path = scanner.save()
+    ctx.llm.load_adapter(name, path, model=ctx.llm_settings.model)
+    prompts = [scanner_prompt(titles[i]) for i in items]
+    scores = np.zeros(data.n_items + 1)
+    scores[1:] = service_p_yes(ctx, prompts, name)
+    ref = scores[held] if len(held) else scores[1:]
+    threshold = max(float(np.quantile(ref, 1.0 - cfg.pscanner_fpr)), 0.5)
+    flagged = np.zeros(data.n_items + 1, dtype=bool)
+    flagged[1:] = scores[1:] > threshold
+
+    san = Sanitation.keep_all(data)
+    san.item_scores = scores
+    san.item_threshold = threshold
+    if cfg.pscanner_action == "strip":
+        new_titles = list(titles)
+        words_removed = 0
+        for i in np.flatnonzero(flagged):
+            new_titles[i], k = strip_trigger(ctx, titles[i], name, threshold)
+            words_removed += k
+        san.titles = new_titles
+        stats["words_stripped"] = float(words_removed)
+    else:
+        san.removed_items = flagged.copy()
+        boosters = np.array([bool(flagged[s[:-2]].any()) for s in data.seqs])
+        san.removed_users = boosters
+        san.user_scores = boosters.astype(np.float64)
+        stats["removed_users"] = float(boosters.sum())
+    n_total = agent.stats["from_llm"] + agent.stats["from_fallback"]
+    san.stats = {**stats, "flagged_items": float(flagged.sum()), "threshold": threshold,
+                 "triggers_from_llm": float(agent.stats["from_llm"]),
+                 "triggers_from_fallback": float(agent.stats["from_fallback"]),
+                 "triggers_llm_share": agent.stats["from_llm"] / max(n_total, 1),
+                 "triggers_rejected": float(agent.stats["rejected"]),
+                 "train_tokens": float(scanner.tokens_trained),
+                 "train_time_s": scanner.train_time_s, "rounds_time_s": train_s,
+                 "total_time_s": time.perf_counter() - start, "adapter_name": name}
+    return san

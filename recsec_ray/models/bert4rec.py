@@ -1,0 +1,53 @@
+"""BERT4Rec (Sun et al., CIKM'19): bidirectional self-attention trained by cloze.
+
+Training: a share ``mask_prob`` of each sequence's items is replaced by a [MASK] token (at
+least one per sequence) and predicted from both sides. Scoring the next item: drop the oldest
+item, append [MASK] at the end, and read the state at that slot.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..config import ModelConfig
+from .base import SeqRecommender, position_loss
+from .layers import Block, attention_mask
+
+
+class BERT4Rec(SeqRecommender):
+    def __init__(self, cfg: ModelConfig, n_items: int, max_len: int,
+                 item_features: np.ndarray | None = None):
+        super().__init__(cfg, n_items, max_len, item_features)
+        self.mask_id, self.mask_prob = n_items + 1, cfg.mask_prob
+        self.mask_vector = nn.Parameter(torch.randn(1, cfg.dim) * 0.02)
+        self.pos = nn.Parameter(torch.randn(max_len, cfg.dim) * 0.02)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(Block(cfg.dim, cfg.heads, cfg.dropout)
+                                    for _ in range(cfg.layers))
+        self.ln_out = nn.LayerNorm(cfg.dim)
+
+    def _hidden(self, seqs: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
+        real = (seqs != 0).unsqueeze(-1)
+        table = torch.cat([vectors, self.mask_vector])  # index n_items + 1 = [MASK]
+        x = self.drop(table[seqs] + self.pos[-seqs.shape[1]:]) * real
+        mask = attention_mask(seqs, causal=False)
+        for block in self.blocks:
+            x = block(x, mask) * real
+        return self.ln_out(x)
+
+    def user_vectors(self, seqs: torch.Tensor) -> torch.Tensor:
+        probe = torch.full_like(seqs[:, :1], self.mask_id)
+        return self.hidden(torch.cat([seqs[:, 1:], probe], dim=1))[:, -1]
+
+    def seq_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Cloze loss over the masked slots of the sequence ``batch["target"]`` -> (B,)."""
+        seq = batch["target"]
+        real = seq != 0
+        masked = real & (torch.rand(seq.shape, device=seq.device) < self.mask_prob)
+        none = ~masked.any(1) & real.any(1)
+        masked[none, -1] = True  # left padding: the last slot of a non-empty row is real
+        vectors = self.item_vectors()
+        h = self._hidden(seq.masked_fill(masked, self.mask_id), vectors)
+        return position_loss(h, seq, masked, vectors, self.loss_kind)

@@ -1,0 +1,146 @@
+"""One trainer for every backbone: plain PyTorch, per-user loss weights, early stopping.
+
+Each epoch is one pass over all users with a positive weight (real and fake alike), one
+sample per user: the last ``max_len + 1`` items of its training part (``seq[:-2]``), supervised
+at every position. The batch loss is ``mean(weight_u * loss_u)`` over the batch, where loss_u is
+the user's mean loss over its positions: every user counts once, times its weight. Users with
+weight 0 are left out of the epoch entirely, so weight 0 is exactly "not in the data".
+
+After each epoch the model is scored on the validation item of real users (full ranking);
+the weights with the best NDCG@10 are kept and restored, and training stops after
+``cfg.patience`` epochs without improvement. Randomness (init aside, see ``build_model``)
+comes from ``seed`` alone and the caller's RNG state is left untouched.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ..config import EvalConfig, ModelConfig
+from ..data.sequences import SequenceData, pad_left
+from ..defenses.base import TrainHook
+from ..errors import ConfigError, ModelOutputError
+from ..metrics import ranking_metrics
+
+VALID_EVAL = EvalConfig(ks=(10,), target_ks=())
+
+
+@dataclass
+class TrainResult:
+    model: torch.nn.Module
+    history: list[dict] = field(default_factory=list)  # one entry per epoch
+    best_epoch: int = 0
+
+
+def pick_device(name: str = "auto") -> str:
+    """``auto`` -> ``cuda`` when a GPU is visible, else ``cpu``; asking for a missing GPU fails."""
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"model.device: {name!r} requested but no CUDA device is available")
+    if name != "cpu" and not name.startswith("cuda"):
+        raise ConfigError(f"model.device: {name!r} is not one of auto, cpu, cuda, cuda:N")
+    return name
+
+
+def _check_weights(weights: np.ndarray | None, n_users: int) -> np.ndarray:
+    if weights is None:
+        return np.ones(n_users, dtype=np.float32)
+    w = np.asarray(weights, dtype=np.float32)
+    if w.shape != (n_users,):
+        raise ConfigError(f"user_weights: expected {n_users} weights, got shape {w.shape}")
+    if not np.isfinite(w).all() or (w < 0).any():
+        raise ConfigError("user_weights: must be finite and >= 0")
+    return w
+
+
+def _validate(model, data: SequenceData, n_real: int) -> dict[str, float]:
+    m = ranking_metrics(model, data, n_real, np.zeros(0, dtype=np.int64), VALID_EVAL, "valid")
+    return {"valid_hr@10": m["hr@10"], "valid_ndcg@10": m["ndcg@10"]}
+
+
+def train(model, data: SequenceData, cfg: ModelConfig, *, n_real: int,
+          user_weights: np.ndarray | None = None, seed: int, hook: TrainHook | None = None,
+          progress: bool = True, device: str = "cpu",
+          on_epoch: Callable[[dict], None] | None = None) -> TrainResult:
+    device = pick_device(device)
+    weights = _check_weights(user_weights, data.n_users)
+    if not 1 <= n_real <= data.n_users:
+        raise ConfigError(f"n_real: {n_real} not in 1..{data.n_users}")
+    model.to(device)
+    if not model.trainable:  # pop: count, validate once
+        start = time.perf_counter()
+        model.fit(data, weights)
+        entry = {"epoch": 0, "loss": 0.0, **_validate(model, data, n_real),
+                 "time_s": time.perf_counter() - start}
+        if on_epoch:
+            on_epoch(entry)
+        return TrainResult(model, [entry], 0)
+
+    rows = torch.from_numpy(pad_left([data.train_seq(u) for u in range(data.n_users)],
+                                     model.max_len + 1)).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    rng = np.random.default_rng([seed, 0x7A1])
+    history: list[dict] = []
+    best_ndcg, best_epoch, best_state = -1.0, 0, copy.deepcopy(model.state_dict())
+    fork_devices = [torch.device(device)] if device.startswith("cuda") else []
+    with torch.random.fork_rng(devices=fork_devices, device_type="cuda"):
+        torch.manual_seed(seed)
+        bar = tqdm(range(cfg.epochs), desc=f"train {type(model).__name__}", unit="epoch",
+                   disable=not progress, dynamic_ncols=True)
+        for epoch in bar:
+            start = time.perf_counter()
+            if hook is not None:
+                weights = _check_weights(hook.on_epoch_start(epoch, model, weights.copy()),
+                                         data.n_users)
+            loss_sum = _train_epoch(model, rows, weights, opt, cfg.batch_size, rng, hook, epoch)
+            entry = {"epoch": epoch, "loss": loss_sum, **_validate(model, data, n_real),
+                     "time_s": time.perf_counter() - start}
+            history.append(entry)
+            if on_epoch:
+                on_epoch(entry)
+            if entry["valid_ndcg@10"] > best_ndcg:
+                best_ndcg, best_epoch = entry["valid_ndcg@10"], epoch
+                best_state = copy.deepcopy(model.state_dict())
+            bar.set_postfix(loss=f"{loss_sum:.4f}", ndcg=f"{entry['valid_ndcg@10']:.4f}",
+                            best=best_epoch)
+            if epoch - best_epoch >= max(cfg.patience, 1):  # patience 0: first non-improvement
+                break
+        bar.close()
+    model.load_state_dict(best_state)
+    model.eval()
+    return TrainResult(model, history, best_epoch)
+
+
+def _train_epoch(model, rows: torch.Tensor, weights: np.ndarray, opt, batch_size: int,
+                 rng: np.random.Generator, hook: TrainHook | None, epoch: int) -> float:
+    """One pass over users with weight > 0; returns the mean batch loss."""
+    model.train()
+    active = np.flatnonzero(weights > 0)
+    order = active[rng.permutation(len(active))]
+    w_all = torch.from_numpy(weights).to(rows.device)
+    total, n_batches = 0.0, 0
+    for start in range(0, len(order), batch_size):
+        idx = torch.from_numpy(order[start:start + batch_size]).to(rows.device)
+        seq = rows[idx]
+        batch = {"users": idx, "input": seq[:, :-1], "target": seq[:, 1:],
+                 "weights": w_all[idx]}
+        loss = (model.seq_loss(batch) * batch["weights"]).mean()
+        if hook is not None:
+            loss = hook.extra_loss(model, batch, loss)
+        if not torch.isfinite(loss):
+            raise ModelOutputError(f"{type(model).__name__}: training loss became {loss.item()}"
+                                   f" at epoch {epoch}")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        total += float(loss.detach())
+        n_batches += 1
+    return total / max(n_batches, 1)

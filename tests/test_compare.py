@@ -1,0 +1,113 @@
+"""Comparison tables and plots from a sweep's MLflow runs; the notebook, executed."""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from recsec_ray.compare import compare, format_tables, load_runs, main_compare, table
+from recsec_ray.errors import RecsecError
+from recsec_ray.tracking import TrackingStore, trial_key
+
+ROOT = Path(__file__).resolve().parents[1]
+RATES, DEFENSES, SEEDS = (0.01, 0.05, 0.1), ("none", "lorec"), (0, 1, 2)
+
+
+def _truth(rate: float, defense: str, seed: int) -> dict[str, float]:
+    """Made-up but structured metrics: the attack grows with the rate, LoRec halves it."""
+    t_hr = rate * (0.5 if defense == "lorec" else 1.0) + 0.001 * seed
+    out = {"hr@10": 0.07 - 0.01 * seed, "t_hr@50": t_hr}
+    if defense == "lorec":
+        out["user_f1"] = 0.5 + rate
+    return out
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    """A sweep logged through the tracking store: 18 trials, one retried (FAILED first)."""
+    tmp = tmp_path_factory.mktemp("cmp")
+    uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    store = TrackingStore(uri)
+    exp = store.experiment("cmp")
+    parent = store.start_sweep(exp, "cmp-1", run_name="cmp-1", params={}, tags={})
+    for rate, defense, seed in itertools.product(RATES, DEFENSES, SEEDS):
+        params = {"data.name": "ml-100k", "model.backbone": "sasrec", "attack.name": "bandwagon",
+                  "attack.poison_rate": rate, "defense.name": defense, "seed": seed}
+        key = trial_key(params)
+        if (rate, defense, seed) == (0.1, "none", 0):  # a dead first attempt
+            store.start_trial(exp, parent, key, run_name="x", params=params)
+        start = store.start_trial(exp, parent, key, run_name="x", params=params)
+        store.finish_trial(start.run_id, _truth(rate, defense, seed), {})
+    store.finish_run(parent)
+    return uri, parent, tmp
+
+
+def test_load_runs_one_row_per_trial(sweep):
+    uri, parent, _ = sweep
+    df, found = load_runs("cmp", tracking_uri=uri)
+    assert found == parent and len(df) == 18
+    assert df["attack.poison_rate"].dtype.kind == "f" and df["seed"].dtype.kind == "i"
+    assert {"hr@10", "t_hr@50", "user_f1"} <= set(df.columns)
+
+
+def test_tables_mean_and_std_over_seeds(sweep):
+    uri, _, _ = sweep
+    df, _ = load_runs("cmp", tracking_uri=uri)
+    t = table(df, "t_hr@50")
+    assert list(t.index) == ["lorec", "none"] and list(t.columns) == ["0.01", "0.05", "0.1"]
+    vals = [_truth(0.05, "none", s)["t_hr@50"] for s in SEEDS]
+    assert t.loc["none", "0.05"] == f"{np.mean(vals):.4f} ± {np.std(vals, ddof=1):.4f}"
+    text = format_tables(df)
+    assert "### t_hr@50" in text and "### hr@10" in text and "### user_f1" in text
+    assert "asr@10" not in text  # not logged by this sweep: no empty table
+
+
+def test_compare_writes_plots_and_logs_to_parent(sweep, capsys):
+    uri, parent, tmp = sweep
+    out = tmp / "out"
+    args = argparse.Namespace(experiment="cmp", metric="t_hr@50", out=str(out), mlflow_uri=uri)
+    assert main_compare(args) == 0
+    printed = capsys.readouterr().out
+    assert "| none |" in printed and parent in printed
+    pngs = sorted(out.glob("*.png"))
+    assert [p.name.split("_vs_")[0] for p in pngs] == ["hr_10", "t_hr_50"]
+    for png in pngs:
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+    logged = TrackingStore(uri).client.list_artifacts(parent, "compare")
+    assert {Path(a.path).name for a in logged} == {"tables.md", "runs.csv"} | \
+        {p.name for p in pngs}
+
+
+def test_unknown_experiment_or_metric_is_one_line(sweep, tmp_path):
+    uri, _, _ = sweep
+    with pytest.raises(RecsecError, match="no such MLflow experiment"):
+        compare("nope", tracking_uri=uri, out=tmp_path)
+    with pytest.raises(RecsecError, match="--metric 'asr@10': not logged"):
+        compare("cmp", metric="asr@10", tracking_uri=uri, out=tmp_path)
+
+
+def test_notebook_runs(sweep, tmp_path, monkeypatch):
+    import nbclient
+    import nbformat
+
+    uri, parent, _ = sweep
+    nb = nbformat.read(ROOT / "notebooks" / "compare_results.ipynb", as_version=4)
+    monkeypatch.setenv("RECSEC_EXPERIMENT", "cmp")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    # the kernel is this interpreter (the project's .venv), whatever kernels are registered
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH",
+                                                                                 "")]))
+    client = nbclient.NotebookClient(nb, timeout=300, kernel_name="python3",
+                                     resources={"metadata": {"path": str(tmp_path)}})
+    client.execute()
+    outputs = "".join(o.get("text", "") + str(o.get("data", {}).get("text/plain", ""))
+                      for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+    assert f"18 finished trials in sweep {parent}" in outputs
+    assert "2 plot(s)" in outputs
+    assert (tmp_path / "compare_out" / "cmp" / "tables.md").is_file()
