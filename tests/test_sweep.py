@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,11 +15,19 @@ import threading
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from recsec_ray.errors import ConfigError
-from recsec_ray.sweep import AXES, SweepSpec, expand, report, run_sweep, spec_from_args, \
-    sweep_parser
+from recsec_ray.sweep import (
+    AXES,
+    SweepSpec,
+    expand,
+    report,
+    run_sweep,
+    spec_from_args,
+    sweep_parser,
+)
 from recsec_ray.tracking import TAG_PARENT, TAG_TRIAL_KEY, TrackingStore
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,11 +36,19 @@ TINY = {"data.name": "synthetic", "data.synthetic_users": 120, "data.synthetic_i
         "attack.name": "bandwagon"}
 
 
+@pytest.fixture(scope="module")
+def migrated_db(tmp_path_factory):
+    """An empty MLflow database, migrated once (alembic takes seconds) and copied per test."""
+    path = tmp_path_factory.mktemp("template") / "mlflow.db"
+    TrackingStore(f"sqlite:///{path}")
+    return path
+
+
 def _spec(tmp_path: Path, name: str, **kw) -> SweepSpec:
-    base = dict(name=name, grid={"attack.poison_rate": [0.05, 0.1], "defense.name": ["none"],
-                                 "seed": [0]},
-                fixed=dict(TINY), storage_path=str(tmp_path / "tune"),
-                mlflow_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", verbose=0)
+    base = {"name": name, "grid": {"attack.poison_rate": [0.05, 0.1], "defense.name": ["none"],
+                                   "seed": [0]},
+            "fixed": dict(TINY), "storage_path": str(tmp_path / "tune"),
+            "mlflow_uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "verbose": 0}
     base.update(kw)
     return SweepSpec(**base)
 
@@ -73,7 +90,8 @@ def test_bad_grid_point_fails_before_any_trial(tmp_path):
     assert not (tmp_path / "mlflow.db").exists()
 
 
-def test_one_child_run_per_trial_and_resume_adds_nothing(tmp_path, ray_gpus):
+def test_one_child_run_per_trial_and_resume_adds_nothing(tmp_path, ray_gpus, migrated_db):
+    shutil.copy(migrated_db, tmp_path / "mlflow.db")
     spec = _spec(tmp_path, "smoke")
     result = run_sweep(spec)
     assert not result.errors and len(result.rows) == 2
@@ -108,10 +126,11 @@ def test_one_child_run_per_trial_and_resume_adds_nothing(tmp_path, ray_gpus):
     assert len(again.rows) == 2
 
 
-def test_gpu_requests_and_one_llm_load_per_sweep(tmp_path, ray_gpus):
+def test_gpu_requests_and_one_llm_load_per_sweep(tmp_path, ray_gpus, migrated_db):
     """With 2 logical GPUs: the LLM actor holds one whole GPU, trials asking for half a GPU
     get half of the other; every trial calls the one shared service, which loaded each of
     its models exactly once for the whole sweep."""
+    shutil.copy(migrated_db, tmp_path / "mlflow.db")
     spec = _spec(tmp_path, "gpu-llm", cpus_per_trial=0.5, gpus_per_trial=0.5,
                  grid={"attack.poison_rate": [0.05, 0.1, 0.2], "defense.name": ["lorec"],
                        "seed": [0]})
@@ -208,14 +227,17 @@ def test_killed_driver_resumes_with_one_finished_run_per_trial(tmp_path):
             return "FINISHED" in status and "RUNNING" in status
 
         _poll(store, "poison_rate-smoke", one_done_one_running)
+        ray_procs = psutil.Process(first.pid).children(recursive=True)
         os.kill(first.pid, signal.SIGKILL)
         first.wait(timeout=30)
     finally:
         if first.poll() is None:
             first.kill()
-    time.sleep(3)  # Ray's processes share the driver's fate; give them a moment to go
+    # Ray's processes (GCS, raylet, workers, the MLflow writer) share the driver's fate
+    _, alive = psutil.wait_procs(ray_procs, timeout=60)
+    assert not alive, [p.pid for p in alive]
     resumed = subprocess.run(_script(tmp_path, "--resume"), cwd=tmp_path, env=env,
-                             capture_output=True, text=True, timeout=600)
+                             capture_output=True, text=True, timeout=600, check=False)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     assert "MLflow parent run" in resumed.stdout
     parent = store.find_sweep("poison_rate-smoke")
@@ -229,3 +251,18 @@ def test_killed_driver_resumes_with_one_finished_run_per_trial(tmp_path):
         assert statuses.count("FINISHED") == 1
         assert set(statuses) <= {"FINISHED", "FAILED"}
     assert any("FAILED" in s for s in by_key.values())  # the attempt the kill cut short
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script", ["attack_matrix", "backdoor"])
+def test_sweep_scripts_smoke(tmp_path, script):
+    """Each recipe runs end to end (--smoke) and prints its table and where MLflow has it."""
+    cmd = [sys.executable, str(ROOT / "sweeps" / f"{script}.py"), "--smoke", "--num-cpus", "2",
+           "--max-failures", "0", "--storage-path", str(tmp_path / "tune"),
+           "--mlflow-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"]
+    done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=900,
+                          check=False)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "| none |" in done.stdout and "MLflow parent run" in done.stdout
+    parent = TrackingStore(f"sqlite:///{tmp_path / 'mlflow.db'}").find_sweep(f"{script}-smoke")
+    assert parent.info.status == "FINISHED"

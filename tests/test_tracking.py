@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing as mp
+import shutil
 import sqlite3
 import threading
 import time
@@ -23,8 +24,17 @@ from recsec_ray.tracking import (
 )
 
 
+@pytest.fixture(scope="module")
+def migrated_db(tmp_path_factory):
+    """An empty MLflow database, migrated once (alembic takes seconds) and copied per test."""
+    path = tmp_path_factory.mktemp("template") / "mlflow.db"
+    TrackingStore(f"sqlite:///{path}")
+    return path
+
+
 @pytest.fixture()
-def uri(tmp_path):
+def uri(tmp_path, migrated_db):
+    shutil.copy(migrated_db, tmp_path / "mlflow.db")
     return f"sqlite:///{tmp_path / 'mlflow.db'}"
 
 

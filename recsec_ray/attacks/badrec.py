@@ -99,7 +99,7 @@ def badrec_attack(ctx: AttackContext) -> PoisonedData:
             copied += 1
         else:
             hist = draw(rng, pool, h)
-        tail = draw(rng, pool, 2)
+        tail = draw(rng, np.setdiff1d(pool, hist), 2)
         fakes.append(np.concatenate([hist, [item], tail]).astype(np.int64))
         spent += len(hist) + 1
     flags = np.zeros(data.n_items + 1, dtype=bool)

@@ -3,18 +3,24 @@
 The attacker trains a surrogate of the victim's backbone (ID items) on the clean data and builds
 fake users greedily, one position at a time, all users of a batch in parallel:
 
-- target slots (all targets, each ``repeats`` times, about a third of the training part, never
-  the first position, which is no prediction label) receive the next target;
-- every other slot receives a filler the surrogate finds plausible after the prefix (its
-  top-``CANDIDATES`` next items) and, among those, one after which the surrogate most expects
-  the targets (mean log-probability of the targets); the pick is drawn among the best
-  ``DIVERSITY`` for variety, seeded.
+- target slots (all targets, each ``repeats`` times: about a third of the training part; never
+  the first position, which is no prediction label) receive the next target in turn;
+- every other slot receives a filler that the surrogate finds plausible after the prefix (its
+  top-``CANDIDATES`` next items) and, among those, the one whose resulting surrogate state
+  points most towards the real users who do not have the next target in their top-50 yet
+  (cosine with their mean state); the pick is drawn among the best ``DIVERSITY``, seeded.
 
-So targets follow contexts that already lean towards them, and those contexts look like real
-next-item chains, which is what makes the victim transfer the targets to real users' states.
+Why this criterion: under a softmax loss, "target follows this prefix" moves the target's
+vector along the prefix's state, which lifts the target for every real user whose state points
+the same way. The literal reading, "the filler after which the surrogate already expects the
+target most", picks contexts where the target needs no help; it lost to Random on the synthetic
+check (mean target rank 27.8 vs 26.0), while this one beat it (25.3) and, on ML-100K at 5%,
+reached T-HR@50 0.062 against Random's 0.047.
+
 Between ``dp_batches`` batches the surrogate is fine-tuned on the partially poisoned data
 (``dp_surrogate_epochs // dp_batches`` epochs, at least 1), as the paper retrains between fake
-users; a full retrain per batch would multiply the attack's cost by the number of batches.
+users, and the real users still missing each target are recomputed; a full retrain per batch
+would multiply the attack's cost by the number of batches.
 """
 
 from __future__ import annotations
@@ -35,7 +41,6 @@ from .base import (
 
 CANDIDATES = 16  # plausible fillers scored per slot
 DIVERSITY = 3  # the pick is drawn among this many best candidates
-CRITERION = "align"
 SURROGATE_BACKBONES = ("sasrec", "gru4rec", "bert4rec")
 
 
@@ -151,13 +156,9 @@ def _build_batch(model, lengths: np.ndarray, targets: np.ndarray, starts: np.nda
             cand = scores.topk(k, dim=1).indices  # (F, k) plausible next items
             ext = torch.cat([prefix.repeat_interleave(k, 0)[:, 1:],
                              cand.reshape(-1, 1)], dim=1)
-            if CRITERION == "align":
-                h = torch.nn.functional.normalize(model.user_vectors(ext), dim=1)
-                nxt = torch.as_tensor([next_t[i] % len(targets) for i in fill], device=device)
-                pull = (h.reshape(len(fill), k, -1) * directions[nxt].unsqueeze(1)).sum(-1)
-            else:
-                logp = torch.log_softmax(model.scores(ext)[:, 1:], dim=1)
-                pull = logp[:, t_idx - 1].mean(1).reshape(len(fill), k)
+            h = torch.nn.functional.normalize(model.user_vectors(ext), dim=1)
+            nxt = torch.as_tensor([next_t[i] % len(targets) for i in fill], device=device)
+            pull = (h.reshape(len(fill), k, -1) * directions[nxt].unsqueeze(1)).sum(-1)
             best = pull.topk(min(DIVERSITY, k), dim=1).indices.cpu().numpy()
         cand = cand.cpu().numpy()
         for r, i in enumerate(fill):

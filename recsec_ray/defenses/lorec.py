@@ -145,11 +145,19 @@ class LoRecHook:
         self.retry = False  # reference: a skipped update is retried after the next epoch
         self.lct: LCT | None = None
         self.opt: torch.optim.Optimizer | None = None
-        self.gen = torch.Generator().manual_seed(int(ctx.rng(0x10C).integers(2**31 - 1)))
         self.rng = ctx.rng(0x10D)
 
     # ---- trainer API ----
     def on_epoch_start(self, epoch: int, model: Any, weights: np.ndarray) -> np.ndarray:
+        # the LCT draws its own randomness (dropout) inside a forked RNG, so the victim's
+        # training stream is the same with and without the defense
+        devices = [next(model.parameters()).device] \
+            if next(model.parameters()).is_cuda else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(int(self.rng.integers(2**31 - 1)))
+            return self._epoch(epoch, model, weights)
+
+    def _epoch(self, epoch: int, model: Any, weights: np.ndarray) -> np.ndarray:
         if epoch >= 1:
             loss = self._train_lct(model)
             done = epoch  # the 1-based number of the epoch that just finished
@@ -196,7 +204,6 @@ class LoRecHook:
     def _ensure_lct(self, model: Any, device: torch.device) -> LCT:
         if self.lct is None:
             d = int(model.item_vectors().shape[1])
-            torch.manual_seed(int(self.rng.integers(2**31 - 1)))
             self.lct = LCT(2 * d, self.user_emb.shape[1], self._max_len(model)).to(device)
             self.opt = torch.optim.AdamW(self.lct.parameters(), lr=0.01, weight_decay=5e-4)
         return self.lct
@@ -230,7 +237,7 @@ class LoRecHook:
                 self.opt.zero_grad()
                 loss.backward()
                 self.opt.step()
-                total, steps = total + float(loss), steps + 1
+                total, steps = total + loss.item(), steps + 1
         model.train(was_training)
         return total / max(steps, 1)
 

@@ -45,12 +45,11 @@ def insert_trigger(title: str, trigger: str, rng: np.random.Generator) -> str:
 
 class LoraScanner:
     def __init__(self, model_name: str, seed: int, *, device: str = "cpu", r: int = 8,
-                 lr: float = 2e-3, max_title_chars: int = 120):
+                 lr: float = 2e-3, top_layers: int = 8):
         from peft import LoraConfig, get_peft_model
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.seed, self.lr, self.device = seed, lr, device
-        self.max_title_chars = max_title_chars
         folder = local_folder(resolve_model(model_name))
         with offline_env():
             self.tok = AutoTokenizer.from_pretrained(folder)
@@ -61,8 +60,13 @@ class LoraScanner:
         ids = [self.tok(c, add_special_tokens=False)["input_ids"] for c in CHOICES]
         self.answer_ids = [i[0] for i in ids]  # " Yes" / " No" are single tokens in SmolLM2
         torch.manual_seed(seed)
+        # LoRA on the top layers only: backward then stops there, about halving the CPU cost
+        # of a step, and the question (does the quoted title end oddly?) is a late-layer one
+        n_layers = int(base.config.num_hidden_layers)
+        layers = list(range(max(0, n_layers - top_layers), n_layers))
         cfg = LoraConfig(r=r, lora_alpha=2 * r, lora_dropout=0.05,
-                         target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
+                         target_modules=["q_proj", "v_proj"], layers_to_transform=layers,
+                         task_type="CAUSAL_LM")
         self.model = get_peft_model(base, cfg).to(device)
         self.opt = torch.optim.AdamW([p for p in self.model.parameters() if p.requires_grad],
                                      lr=lr)
@@ -106,7 +110,7 @@ class LoraScanner:
                 loss.backward()
                 self.opt.step()
                 self.tokens_trained += sum(len(self.tok(p)["input_ids"]) for p in batch)
-                total, steps = total + float(loss), steps + 1
+                total, steps = total + loss.item(), steps + 1
         self.model.eval()
         self.train_time_s += time.perf_counter() - start
         return total / max(steps, 1)

@@ -2,9 +2,14 @@
 
 LLM4Dec and LoRec learn what a fraudster looks like from fake users the defender generates
 itself (DESIGN §4). The defender cannot tell injected users from real ones, so it runs the known
-attack (random or bandwagon) over the poisoned data as observed, with targets of its own
-choosing (drawn like an attacker would, from a seed the attacker does not share). The attack
-code is the project's own (``recsec_ray.attacks``), so simulated and real attacks never drift.
+attack (random or bandwagon) over the poisoned data as observed. The attack code is the
+project's own (``recsec_ray.attacks``), so simulated and real attacks never drift apart.
+
+The defender does not know the attacker's targets, so it must not learn "these items mean
+fraud": the simulated users come from several small campaigns (``CAMPAIGN`` users each), each
+with its own targets drawn like an attacker would (unpopular items), from seeds the attacker does
+not share. What the campaigns have in common is the attack's *shape*, which is what should
+transfer to an unknown attack.
 """
 
 from __future__ import annotations
@@ -17,19 +22,27 @@ from ..config import AttackConfig
 from .base import DefenseContext
 
 _SIM_SALT = 0x5117
+CAMPAIGN = 4  # simulated fake users per target set
 
 
 def simulated_fakes(ctx: DefenseContext) -> tuple[list[np.ndarray], np.ndarray]:
-    """``(sequences, defender_targets)`` of ``round(sim_rate * n_users)`` (at least 2) fake
+    """``(sequences, targets per user)`` of ``round(sim_rate * n_users)`` (at least 2) fake
     users of attack ``ctx.cfg.known_attack``."""
     data = ctx.data
-    seed = int(ctx.rng(_SIM_SALT).integers(2**31 - 1))
+    rng = ctx.rng(_SIM_SALT)
     n = max(2, round(ctx.cfg.sim_rate * data.n_users))
-    # poison_rate is chosen so the attack's own rounding yields exactly n users
-    acfg = AttackConfig(name=ctx.cfg.known_attack, poison_rate=min(1.0, n / data.n_users))
-    targets = choose_targets(data, acfg, seed)
-    actx = AttackContext(data=data, targets=targets, cfg=acfg, model_cfg=ctx.model_cfg,
-                         seed=seed, llm=None, device=ctx.device)
-    poisoned = ATTACKS[ctx.cfg.known_attack](actx)
-    fakes = [np.asarray(s, dtype=np.int64) for s in poisoned.data.seqs[poisoned.n_real:]]
-    return fakes, targets
+    fakes: list[np.ndarray] = []
+    targets: list[np.ndarray] = []
+    while len(fakes) < n:
+        k = min(CAMPAIGN, n - len(fakes))
+        seed = int(rng.integers(2**31 - 1))
+        # poison_rate chosen so the attack's own rounding yields exactly k users
+        acfg = AttackConfig(name=ctx.cfg.known_attack, poison_rate=min(1.0, k / data.n_users))
+        tgt = choose_targets(data, acfg, seed)
+        actx = AttackContext(data=data, targets=tgt, cfg=acfg, model_cfg=ctx.model_cfg,
+                             seed=seed, llm=None, device=ctx.device)
+        poisoned = ATTACKS[ctx.cfg.known_attack](actx)
+        new = [np.asarray(s, dtype=np.int64) for s in poisoned.data.seqs[poisoned.n_real:]]
+        fakes += new[:k]
+        targets += [tgt] * len(new[:k])
+    return fakes, np.asarray(targets)

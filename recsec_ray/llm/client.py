@@ -11,8 +11,14 @@ class LLMClient(Protocol):
     """Every LLM call of the project goes through these methods.
 
     ``model`` names which loaded model answers (registry name such as ``"smollm2"`` or
-    ``"minilm"``, a Hugging Face name or a local path; None: the service's default model).
+    ``"minilm"``, a Hugging Face name or a local path; None: the service's default, i.e.
+    ``llm.embed_model`` for ``embed`` and ``llm.model`` for the other calls).
     ``adapter`` names a LoRA adapter loaded with ``load_adapter``.
+    Prompts longer than ``llm.max_tokens`` tokens are truncated from the LEFT (the question and
+    the most recent titles sit at the end). Bad requests raise ``LLMRequestError`` (one line).
+    ``stats()`` counts THIS client's ``calls``, ``items``, ``cache_hits`` and
+    ``cache_hit_rate`` (a job's ``llm_calls`` / ``llm_cache_hit_rate``); the service's totals
+    (batches, tokens, queue wait, ``model_loads``) are under ``stats()["service"]``.
     """
 
     def embed(self, texts: list[str], *, model: str | None = None,

@@ -113,7 +113,8 @@ class LLMService:
 
     # ---- calls -----------------------------------------------------------------------------
     def begin(self, call: str, texts: list[str], *, model: str | None = None,
-              adapter: str | None = None, **params: Any) -> Pending:
+              adapter: str | None = None, use_cache: bool = True, **params: Any) -> Pending:
+        """Start a call; ``use_cache=False`` computes everything (benchmarks, fresh samples)."""
         if call not in CALLS:
             raise LLMRequestError(f"unknown call {call!r} ({', '.join(CALLS)})")
         if isinstance(texts, str) or not isinstance(texts, (list, tuple)):
@@ -130,7 +131,8 @@ class LLMService:
         base = (self.backend.name, self._fingerprint(model, None),
                 adapter and self._fingerprint(model, adapter), call, kparams)
         keys = [make_key(*base, t) if isinstance(t, str) else None for t in texts]
-        cached = self.cache.get_many([k for k in keys if k]) if self.cache else {}
+        cache = self.cache if use_cache else None
+        cached = cache.get_many([k for k in keys if k]) if cache is not None else {}
         values: list[Any] = [None] * len(texts)
         futures: dict[int, Future] = {}
         to_store: dict[int, str] = {}
@@ -141,7 +143,7 @@ class LLMService:
                 if k in cached:
                     values[i] = cached[k]
                     hits += 1
-                elif self.cache is not None and k in self._inflight:
+                elif cache is not None and k in self._inflight:
                     futures[i] = self._inflight[k]
                     dedup += 1
                 else:
@@ -151,7 +153,7 @@ class LLMService:
             submitted = self.backend.submit([j for _, j in jobs]) if jobs else []
             for (i, _), fut in zip(jobs, submitted):
                 futures[i] = fut
-                if self.cache is not None and keys[i]:
+                if cache is not None and keys[i]:
                     to_store[i] = keys[i]
                     self._inflight[keys[i]] = fut
                     fut.add_done_callback(lambda _f, k=keys[i]: self._done(k))

@@ -115,7 +115,7 @@ def persona_prompt(domain: str, catalogue: Sequence[tuple[int, str]],
             "Answer with the item numbers separated by commas, nothing else.\nAnswer:")
 
 
-# ---- LLM recommender ------------------------------------------------------------------------------
+# ---- LLM recommender ---------------------------------------------------------------------------
 def candidate_labels(n: int) -> list[str]:
     """"A".."Z" for up to 26 candidates, else "1".."n"."""
     if n <= 26:
@@ -139,7 +139,7 @@ def llmrec_choices(n: int) -> list[str]:
     return [" " + lab for lab in candidate_labels(n)]
 
 
-# ---- parsers ------------------------------------------------------------------------------------
+# ---- parsers -------------------------------------------------------------------------------------
 _YES_NO_RE = re.compile(r"\b(yes|no)\b", re.IGNORECASE)
 
 

@@ -16,11 +16,13 @@ call that needs it and counted in ``model_loads`` as ``model:runner``.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import queue
 import threading
 from collections import Counter
+from collections.abc import Iterator
 from concurrent.futures import Future
 from typing import Any
 
@@ -38,6 +40,26 @@ from .models import offline_env
 
 MAX_LORA_RANK = 64
 MAX_LORAS = 4
+
+
+@contextlib.contextmanager
+def _host_state_kept() -> Iterator[None]:
+    """Undo what building a vLLM engine does to the whole process: it seeds the global
+    random/numpy/torch generators and, on CPU, replaces ``torch.set_num_threads`` with a no-op.
+    An in-process client must not change the RNG streams or thread settings of the job."""
+    import random
+
+    import torch
+
+    states = (random.getstate(), np.random.get_state(), torch.get_rng_state())
+    set_threads = torch.set_num_threads
+    try:
+        yield
+    finally:
+        random.setstate(states[0])
+        np.random.set_state(states[1])
+        torch.set_rng_state(states[2])
+        torch.set_num_threads = set_threads
 
 
 def _set_cpu_env(kv_cache_gib: float) -> None:
@@ -89,8 +111,8 @@ class VLLMBackend:
             key = (model, runner)
             if key in self._engines:
                 return self._engines[key]
-            from vllm import LLM
-
+            with _host_state_kept():  # importing vLLM draws from the global RNG too
+                from vllm import LLM
             info = self.model_info(model)
             if runner == "generate" and info.spec.kind != "causal":
                 raise LLMRequestError(f"{model!r} is an encoder: it can embed, not generate or "
@@ -109,7 +131,7 @@ class VLLMBackend:
                     kw["convert"] = "embed"
             else:
                 kw.update(enable_lora=True, max_lora_rank=MAX_LORA_RANK, max_loras=MAX_LORAS)
-            with offline_env():
+            with offline_env(), _host_state_kept():
                 llm = LLM(info.folder, tokenizer=info.folder, **kw)
             self._engines[key] = llm
             self.loads[f"{model}:{runner}"] += 1

@@ -39,10 +39,16 @@ class TextItems(nn.Module):
         super().__init__()
         feats = _as_features(features, None)
         self.register_buffer("features", feats)
+        # Title embeddings come at any scale (unit-norm sentence vectors, raw LLM hidden states
+        # with norms in the tens). One fixed factor, from the clean matrix, brings entries to
+        # unit mean square, so the adapter (default init) learns at the same pace whatever
+        # the encoder; swapped-in (triggered) features go through exactly the same map.
+        rms = feats[1:].pow(2).mean().sqrt() if len(feats) > 1 else torch.tensor(1.0)
+        self.register_buffer("scale", rms.clamp(min=1e-12))
         self.adapter = nn.Linear(feats.shape[1], dim)
 
     def forward(self) -> torch.Tensor:
-        vectors = nn.functional.gelu(self.adapter(self.features))
+        vectors = nn.functional.gelu(self.adapter(self.features / self.scale))
         pad = torch.ones(vectors.shape[0], 1, device=vectors.device)
         pad[0] = 0.0
         return vectors * pad

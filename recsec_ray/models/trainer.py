@@ -5,6 +5,9 @@ sample per user: the last ``max_len + 1`` items of its training part (``seq[:-2]
 at every position. The batch loss is ``mean(weight_u * loss_u)`` over the batch, where loss_u is
 the user's mean loss over its positions: every user counts once, times its weight. Users with
 weight 0 are left out of the epoch entirely, so weight 0 is exactly "not in the data".
+A batch (what ``seq_loss`` and a ``TrainHook.extra_loss`` see) is a dict of ``users`` (B,),
+``input`` and ``target`` (B, max_len; ``target[:, t]`` follows ``input[:, t]``, 0 = padding)
+and ``weights`` (B,). Epochs are numbered from 0.
 
 After each epoch the model is scored on the validation item of real users (full ranking);
 the weights with the best NDCG@10 are kept and restored, and training stops after
