@@ -114,7 +114,8 @@ def _train_and_evaluate(cfg: JobConfig, poisoned: PoisonedData, sanitation: Sani
             features = embed_titles(llm, train_data.titles, cfg.model.text_encoder)
     weights = sanitation.user_weights * ~sanitation.removed_users
     with _timed(metrics, "train"):
-        model = build_model(cfg.model, train_data.n_items, cfg.data.max_len, features)
+        model = build_model(cfg.model, train_data.n_items, cfg.data.max_len, features,
+                            seed=cfg.seed)
         result = train(model, train_data, cfg.model, n_real=poisoned.n_real,
                        user_weights=weights.astype(np.float32), seed=cfg.seed,
                        hook=_KeepRemoved(sanitation) if sanitation.hook else None,
