@@ -590,13 +590,12 @@ def spec_from_args(args: argparse.Namespace, *, name: str, grid: dict[str, list[
                    full: dict[str, list[Any]] | None = None,
                    smoke: dict[str, list[Any]] | None = None,
                    smoke_fixed: dict[str, Any] | None = None) -> SweepSpec:
-    """Grid = the script's default (or --full / --smoke), then axis flags, then --set."""
+    """Grid and fixed values = the script's default (or its --full / --smoke ones), then the
+    axis flags, then --set."""
     import yaml
 
     chosen = dict(full if args.full and full else smoke if args.smoke and smoke else grid)
-    values = dict(fixed or {})
-    if args.smoke:
-        values.update(smoke_fixed or {})
+    values = dict(smoke_fixed if args.smoke and smoke_fixed is not None else fixed or {})
     for axis, (key, _) in AXES.items():
         given = getattr(args, axis)
         if given is not None:

@@ -128,18 +128,22 @@ def test_none_keeps_data_and_targets(data):
 @pytest.mark.parametrize("level", ["char", "word", "sentence"])
 def test_badrec_triggers_titles_and_budget(level):
     d = synthetic(300, 80, seed=1, max_len=30)
-    p = run(d, "badrec", trigger_level=level, badrec_fraction=0.01)
+    p = run(d, "badrec", trigger_level=level, badrec_fraction=0.01, badrec_items=20)
     trig = p.trigger
     assert trig and trig == default_trigger(level, 0, d.titles)
-    assert p.poisoned_items.sum() == len(p.targets) and p.poisoned_items[p.targets].all()
+    assert p.poisoned_items.sum() == 20 and p.poisoned_items[p.targets].all()
+    counts = d.item_counts("train")
+    assert counts[p.poisoned_items].mean() < counts[1:].mean()  # unpopular items
     for i in range(1, d.n_items + 1):
         want = f"{d.titles[i]} {trig}" if p.poisoned_items[i] else d.titles[i]
         assert p.data.titles[i] == want
     real = sum(len(s) - 2 for s in d.seqs)
     fake = sum(len(s) - 2 for s in p.data.seqs[p.n_real:])
     assert 0.008 <= fake / real <= 0.014, fake / real
-    for s in p.data.seqs[p.n_real:]:
-        assert p.poisoned_items[s[-3]]  # the last trained item follows the history
+    for s in p.data.seqs[p.n_real:]:  # clean, triggered, clean, triggered, ... + 2 clean
+        body = s[:-2]
+        assert p.poisoned_items[body[1::2]].all() and not p.poisoned_items[body[0::2]].any()
+        assert not p.poisoned_items[s[-2:]].any()
     if level == "char":
         assert len(trig) == 2 and any(c.isdigit() for c in trig)
 

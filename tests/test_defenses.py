@@ -402,6 +402,20 @@ def test_pscanner_prompts_keep_structure_under_injection():
     assert others == pytest.approx(np.full(len(others), math.exp(-3.0)))
 
 
+def test_robust_threshold_ignores_a_poisoned_minority():
+    from recsec_ray.defenses.pscanner import robust_threshold
+
+    rng = np.random.default_rng(0)
+    clean = rng.normal(0.0, 1.0, 5000)
+    poisoned = rng.normal(8.0, 0.5, 250)  # 5% poisoned, more than the 1% FPR asked for
+    cut = robust_threshold(np.r_[clean, poisoned], 0.01)
+    assert cut == pytest.approx(2.326, abs=0.3)  # near the clean N(0,1)'s 99% quantile
+    assert np.quantile(np.r_[clean, poisoned], 0.99) > 7  # a plain quantile lands in the poison
+    probs = 1 / (1 + np.exp(-np.r_[clean, poisoned]))
+    assert robust_threshold(probs, 0.01, logit=True) == pytest.approx(
+        1 / (1 + math.exp(-cut)), abs=1e-9)
+
+
 def test_strip_trigger_removes_the_words_the_scanner_blames():
     from recsec_ray.defenses.pscanner import strip_trigger
 

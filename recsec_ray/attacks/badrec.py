@@ -1,15 +1,17 @@
 """BadRec: a textual backdoor in item titles (char, word or sentence trigger).
 
-Training time: the trigger is appended to the target items' titles and fake users are injected
-whose next item, after a copied-real or random history, is a triggered item, until the fake
-training interactions reach ``badrec_fraction`` of the real ones (~1%). A title-reading victim
-(text SASRec, the LLM recommender) thus learns "trigger in a title ⇒ recommend it".
+Training time: the trigger is appended to the titles of the targets and of further unpopular
+items (``badrec_items`` in all, see ``triggered_items``), and fake users are injected whose
+next item, after a copied-real or random history, is a triggered item, until the fake training
+interactions reach ``badrec_fraction`` of the real ones (~1%). A title-reading victim (text
+SASRec, the LLM recommender) thus learns "trigger in a title ⇒ recommend it".
 
 Test time (``pushed_items`` + ``triggered_titles``): the attacker appends the same trigger to an
 item it wants pushed, drawn per test user outside that user's sequence and outside the
-training-time targets (so success means the trigger generalises, not that targets were
-memorised); ASR = share of users for whom the pushed item reaches the top-K. For ``llmrec``
-the pushed item is a wrong candidate of the user's list (see ``models/llmrec.py``).
+training-time triggered items (pass ``exclude=np.flatnonzero(poisoned.poisoned_items)``), so
+success means the trigger generalises, not that triggered items were memorised; ASR = share of
+users for whom the pushed item reaches the top-K. For ``llmrec`` the pushed item is a wrong
+candidate of the user's list (see ``models/llmrec.py``).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ _CHARS = "abcdefghijklmnopqrstuvwxyz0123456789"
 _WORDS = ("serendipity", "halcyon", "quintessence", "ephemera", "ineffable", "sonder")
 _SENTENCES = ("Now with bonus scenes.", "A tale you will never forget.",
               "Loved by critics everywhere.", "Watch it tonight with friends.")
-HISTORY_LEN = (5, 15)  # fake history length range (inclusive); short = more fake users
+PAIRS = (3, 8)  # (clean, triggered) pairs per fake user, inclusive range
 
 
 def apply_trigger(title: str, trigger: str) -> str:
@@ -76,37 +78,60 @@ def resolve_trigger(ctx: AttackContext) -> str:
     return default_trigger(ctx.cfg.trigger_level, ctx.seed, ctx.data.titles)
 
 
+def triggered_items(data: SequenceData, targets: np.ndarray, n: int,
+                    rng: np.random.Generator) -> np.ndarray:
+    """The targets plus unpopular items (less popular half of those seen in training, seeded)
+    up to ``n``: a trigger becomes a feature the victim generalises to unseen items only when
+    it is what many different triggered items share; with a handful of items the victim just
+    learns those items (measured on ML-100K text SASRec: 5 triggered items gave ASR@10 0.02)."""
+    counts = data.item_counts("train")
+    seen = np.flatnonzero(counts[1:] > 0) + 1
+    order = seen[np.argsort(counts[seen], kind="stable")]
+    pool = np.setdiff1d(order[: (len(order) + 1) // 2], targets)
+    extra = draw(rng, pool, min(max(n - len(targets), 0), len(pool)))
+    return np.concatenate([targets, extra]).astype(np.int64)
+
+
 def badrec_attack(ctx: AttackContext) -> PoisonedData:
+    """Fake users alternate clean and triggered items: ``c1 T1 c2 T2 ...`` (plus two held-out
+    clean slots), the clean run copied from a real user's consecutive training items (half the
+    users) or drawn at random. Every triggered item is thus the next item after a clean
+    (copied or random) history, and half the budget lands on triggered labels."""
     data, targets = ctx.data, np.asarray(ctx.targets, dtype=np.int64)
     rng = ctx.rng(5)
     trigger = resolve_trigger(ctx)
+    poisoned_set = triggered_items(data, targets, ctx.cfg.badrec_items, rng)
     real_interactions = int(sum(max(len(s) - 2, 0) for s in data.seqs))
-    budget = max(round(ctx.cfg.badrec_fraction * real_interactions), HISTORY_LEN[0] + 1)
-    pool = filler_pool(data, targets)
-    donors = [u for u in range(data.n_users) if len(data.train_seq(u)) >= HISTORY_LEN[0]]
+    budget = max(round(ctx.cfg.badrec_fraction * real_interactions), 2)
+    pool = np.setdiff1d(filler_pool(data, targets), poisoned_set)
+    donors = [u for u in range(data.n_users) if len(data.train_seq(u)) >= PAIRS[0]]
     fakes: list[np.ndarray] = []
-    spent, copied = 0, 0
-    order = rng.permutation(targets)
+    spent, copied, cursor = 0, 0, 0
+    cycle = rng.permutation(poisoned_set)
     while spent < budget:
-        h = int(rng.integers(HISTORY_LEN[0], HISTORY_LEN[1] + 1))
-        h = min(h, budget - spent - 1) if budget - spent - 1 >= HISTORY_LEN[0] else h
-        item = order[len(fakes) % len(order)]
+        k = int(rng.integers(PAIRS[0], PAIRS[1] + 1))
+        k = max(min(k, (budget - spent) // 2), 1)
+        clean = np.zeros(0, dtype=np.int64)
         if donors and rng.random() < 0.5:
             src = data.train_seq(int(rng.choice(donors)))
-            end = int(rng.integers(min(h, len(src)), len(src) + 1))
-            hist = src[max(end - h, 0):end]
-            hist = hist[~np.isin(hist, targets)]
+            src = src[~np.isin(src, poisoned_set)]
+            start = int(rng.integers(0, max(len(src) - k, 0) + 1))
+            clean = src[start:start + k]
             copied += 1
-        else:
-            hist = draw(rng, pool, h)
-        tail = draw(rng, np.setdiff1d(pool, hist), 2)
-        fakes.append(np.concatenate([hist, [item], tail]).astype(np.int64))
-        spent += len(hist) + 1
+        if len(clean) < k:
+            clean = np.concatenate([clean, draw(rng, np.setdiff1d(pool, clean), k - len(clean))])
+        trig = cycle[(cursor + np.arange(k)) % len(cycle)]
+        cursor += k
+        body = np.stack([clean, trig], axis=1).reshape(-1)
+        tail = draw(rng, np.setdiff1d(pool, clean), 2)
+        fakes.append(np.concatenate([body, tail]).astype(np.int64))
+        spent += len(body)
     flags = np.zeros(data.n_items + 1, dtype=bool)
-    flags[targets] = True
-    return poisoned(ctx, fakes, titles=triggered_titles(data.titles, trigger, targets),
+    flags[poisoned_set] = True
+    return poisoned(ctx, fakes, titles=triggered_titles(data.titles, trigger, poisoned_set),
                     poisoned_items=flags, trigger=trigger,
                     stats={"badrec_copied_histories": copied,
+                           "badrec_triggered_items": len(poisoned_set),
                            "badrec_poison_fraction": spent / max(real_interactions, 1)})
 
 

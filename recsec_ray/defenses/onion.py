@@ -8,8 +8,9 @@ suspicion. Log-likelihoods come from the shared LLM service (``score``: the titl
 the "choices" after a fixed context), token counts from the model's own tokenizer.
 
 Unlike P-Scanner, ONION needs no training and no trigger examples. The decision threshold is
-the ``1 - pscanner_fpr`` quantile of all items' scores (the observed catalogue is mostly clean)
-and never below 0: flagged items lose every word whose suspicion passes it. Single-word
+the ``1 - pscanner_fpr`` quantile of the clean mode of all items' scores (median + z·MAD, robust
+to the poisoned minority; see ``pscanner.robust_threshold``), never below 0: flagged items
+lose every word whose suspicion passes it. Single-word
 removal cannot see a multi-word sentence trigger whole, a known weakness of ONION.
 """
 
@@ -21,7 +22,7 @@ import numpy as np
 
 from ..errors import ModelOutputError
 from .base import DefenseContext, Sanitation
-from .pscanner import domain_of
+from .pscanner import domain_of, robust_threshold
 
 MAX_WORDS = 24  # longer titles: only the last MAX_WORDS words are candidates (cost bound)
 
@@ -69,7 +70,7 @@ def onion(ctx: DefenseContext) -> Sanitation:
     sus = word_suspicion(ctx, data.titles[1:], tokenizer, context)
     scores = np.zeros(data.n_items + 1)
     scores[1:] = [s.max() if len(s) else 0.0 for s in sus]
-    threshold = max(float(np.quantile(scores[1:], 1.0 - ctx.cfg.pscanner_fpr)), 0.0)
+    threshold = max(robust_threshold(scores[1:], ctx.cfg.pscanner_fpr), 0.0)
     flagged = scores > threshold
     titles = list(data.titles)
     stripped = 0

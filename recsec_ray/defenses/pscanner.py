@@ -10,9 +10,12 @@
 3. Rounds: each round's triggers are tried on held-out titles; those the scanner misses seed the
    agent's next prompt, and training continues on the new triggers (with a replay of old ones).
 4. The adapter is saved (safetensors), loaded into the shared LLM service, and every title is
-   scored there: ``client.score(prompt, [" Yes", " No"], adapter=...)``. The threshold is the
-   ``1 - pscanner_fpr`` quantile of held-out titles' scores (never below 0.5: the scanner must
-   prefer Yes), so at most that share of clean titles would be flagged.
+   scored there: ``client.score(prompt, [" Yes", " No"], adapter=...)``. The threshold targets
+   a false-positive rate of ``pscanner_fpr`` on the held-out titles (those not trained on). The
+   defender cannot tell which of them are clean, and a plain quantile breaks as soon as more
+   than ``pscanner_fpr`` of the catalogue is poisoned (BadRec triggers ~3% of ML-100K), so the
+   quantile is taken from a robust fit of the clean mode: median + z·MAD of the held-out
+   scores in logit space, z = Φ⁻¹(1 − fpr). It is never below 0.5 (the scanner must prefer Yes).
 5. Flagged items: ``strip`` removes, greedily, the word whose removal lowers P(Yes) most, until
    the scanner no longer flags the title (at most half of its words); ``remove`` drops the items
    and every user whose training part holds one (the users who boosted them).
@@ -39,6 +42,22 @@ def domain_of(name: str) -> str:
     if low.startswith("amazon"):
         return "products"
     return "items"
+
+
+def robust_threshold(scores: np.ndarray, fpr: float, *, logit: bool = False) -> float:
+    """The (1 - fpr) quantile of the clean mode of ``scores``, assuming it is roughly normal
+    (in logit space for probabilities): median + z·1.4826·MAD. Up to half the scores may be
+    contaminated (poisoned) without moving it much, unlike a plain quantile."""
+    from statistics import NormalDist
+
+    x = np.asarray(scores, dtype=np.float64)
+    if logit:
+        x = np.clip(x, 1e-6, 1 - 1e-6)
+        x = np.log(x / (1 - x))
+    med = float(np.median(x))
+    mad = 1.4826 * float(np.median(np.abs(x - med)))
+    cut = med + NormalDist().inv_cdf(1.0 - min(max(fpr, 1e-9), 0.5)) * max(mad, 1e-9)
+    return float(1.0 / (1.0 + np.exp(-cut))) if logit else cut
 
 
 def service_p_yes(ctx: DefenseContext, prompts: list[str], adapter: str) -> np.ndarray:
@@ -135,7 +154,7 @@ def pscanner(ctx: DefenseContext) -> Sanitation:
     scores = np.zeros(data.n_items + 1)
     scores[1:] = service_p_yes(ctx, prompts, name)
     ref = scores[held] if len(held) else scores[1:]
-    threshold = max(float(np.quantile(ref, 1.0 - cfg.pscanner_fpr)), 0.5)
+    threshold = max(robust_threshold(ref, cfg.pscanner_fpr, logit=True), 0.5)
     flagged = np.zeros(data.n_items + 1, dtype=bool)
     flagged[1:] = scores[1:] > threshold
 
