@@ -181,7 +181,7 @@ class AttackConfig(_Section):
     trigger_level: str = "char"
     trigger: str | None = None  # explicit BadRec trigger; None: a seeded default per level
     badrec_fraction: float = 0.01  # BadRec budget: share of training interactions
-    badrec_items: int = 50  # items given the trigger in training: the targets + unpopular others
+    badrec_items: int = 0  # items triggered in training: 0 = the targets; N = + unpopular to N
 
     def _validate(self) -> None:
         _check_choice("attack.name", self.name, ATTACKS)
@@ -193,7 +193,7 @@ class AttackConfig(_Section):
         _check_range("attack.dp_batches", self.dp_batches, 1)
         _check_range("attack.dp_surrogate_epochs", self.dp_surrogate_epochs, 1)
         _check_range("attack.badrec_fraction", self.badrec_fraction, 0.0, 1.0, lo_open=True)
-        _check_range("attack.badrec_items", self.badrec_items, 1)
+        _check_range("attack.badrec_items", self.badrec_items, 0)
         if self.trigger is not None and not self.trigger.strip():
             raise ConfigError("attack.trigger: must not be empty")
         if self.targets and len(set(self.targets)) != len(self.targets):

@@ -380,8 +380,7 @@ def _start_llm(configs: list[JobConfig], spec: SweepSpec, sweep_id: str
     extra = llm_actor_resources(cluster)
     name = service_name(sweep_id)
     started = time.time()
-    handle = start_service(cfg, name, num_gpus=gpus, num_cpus=cpus,
-                           **({"resources": extra} if extra else {}))
+    handle = start_service(cfg, name, num_gpus=gpus, num_cpus=cpus, resources=extra)
     placement = ray.get(handle.__ray_call__.remote(_actor_placement))
     print(f"[recsec] LLM service {name} ready in {time.time() - started:.0f} s "
           f"(assigned {placement['resources']}, GPU ids {placement['gpu_ids']})", flush=True)

@@ -24,7 +24,7 @@ GRID = {
 FIXED = {"data.name": "ml-100k", "model.backbone": "sasrec", "attack.name": "bandwagon",
          "model.epochs": 20, "model.patience": 5, "defense.lorec_start_epoch": 5}
 
-# LoRec (WWW'24) / LLM4Dec study: three backbones, four attacks, 1-10 % budgets, three seeds.
+# LoRec (SIGIR'24) / LLM4Dec study: three backbones, four attacks, 1-10 % budgets, three seeds.
 FULL = {
     "model.backbone": ["sasrec", "gru4rec", "bert4rec"],
     "attack.name": ["random", "bandwagon", "dp", "llm"],

@@ -140,10 +140,10 @@ def test_badrec_triggers_titles_and_budget(level):
     real = sum(len(s) - 2 for s in d.seqs)
     fake = sum(len(s) - 2 for s in p.data.seqs[p.n_real:])
     assert 0.008 <= fake / real <= 0.014, fake / real
-    for s in p.data.seqs[p.n_real:]:  # clean, triggered, clean, triggered, ... + 2 clean
-        body = s[:-2]
-        assert p.poisoned_items[body[1::2]].all() and not p.poisoned_items[body[0::2]].any()
-        assert not p.poisoned_items[s[-2:]].any()
+    for s in p.data.seqs[p.n_real:]:  # clean history, one triggered item, 2 held-out clean
+        assert p.poisoned_items[s[-3]] and not p.poisoned_items[np.delete(s, -3)].any()
+    only_targets = run(d, "badrec", trigger_level=level)
+    assert np.array_equal(np.flatnonzero(only_targets.poisoned_items), only_targets.targets)
     if level == "char":
         assert len(trig) == 2 and any(c.isdigit() for c in trig)
 

@@ -189,6 +189,7 @@ def test_killed_trial_worker_is_retried_failed_then_finished(tmp_path, ray_gpus)
         run = _poll(store, "kill-trial", mid_training)
         killed["pid"] = int(run.data.tags["recsec.pid"])
         killed["run"] = run.info.run_id
+        killed["at"] = time.time()
         os.kill(killed["pid"], signal.SIGKILL)
 
     thread = threading.Thread(target=killer, daemon=True)
@@ -203,6 +204,9 @@ def test_killed_trial_worker_is_retried_failed_then_finished(tmp_path, ray_gpus)
     assert runs[0].data.tags[TAG_TRIAL_KEY] == runs[1].data.tags[TAG_TRIAL_KEY]
     assert runs[1].data.tags["recsec.attempt"] == "2"
     assert int(runs[1].data.tags["recsec.pid"]) != killed["pid"]
+    print(f"\n[fault] trial worker killed: runs lost 0, retries 1; marked FAILED after "
+          f"{runs[0].info.end_time / 1000 - killed['at']:.1f} s, retry running after "
+          f"{runs[1].info.start_time / 1000 - killed['at']:.1f} s")
 
 
 def _script(tmp_path: Path, *extra: str) -> list[str]:
@@ -237,8 +241,12 @@ def test_killed_driver_resumes_with_one_finished_run_per_trial(tmp_path):
     # within seconds, the node agents after their 60 s health check
     _, alive = psutil.wait_procs(ray_procs, timeout=150)
     assert not alive, [p.pid for p in alive]
+    before = {r.info.run_id: r.info.status for r in store._search(
+        store.find_sweep("poison_rate-smoke").info.experiment_id, "tags.`recsec.kind` = 'trial'")}
+    started = time.time()
     resumed = subprocess.run(_script(tmp_path, "--resume"), cwd=tmp_path, env=env,
                              capture_output=True, text=True, timeout=600, check=False)
+    took = time.time() - started
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     assert "MLflow parent run" in resumed.stdout
     parent = store.find_sweep("poison_rate-smoke")
@@ -252,6 +260,10 @@ def test_killed_driver_resumes_with_one_finished_run_per_trial(tmp_path):
         assert statuses.count("FINISHED") == 1
         assert set(statuses) <= {"FINISHED", "FAILED"}
     assert any("FAILED" in s for s in by_key.values())  # the attempt the kill cut short
+    kept = sum(1 for r in runs if before.get(r.info.run_id) == "FINISHED")
+    print(f"\n[fault] driver killed with {kept} of 4 trials FINISHED in MLflow: runs lost 0, "
+          f"duplicated 0; --resume finished the other {4 - kept} in {took:.0f} s "
+          f"(a fresh Ray included)")
 
 
 @pytest.mark.slow

@@ -1,7 +1,7 @@
 """BadRec: a textual backdoor in item titles (char, word or sentence trigger).
 
-Training time: the trigger is appended to the titles of the targets and of further unpopular
-items (``badrec_items`` in all, see ``triggered_items``), and fake users are injected whose
+Training time: the trigger is appended to the targets' titles (optionally to further unpopular
+items, ``badrec_items``, see ``triggered_items``), and fake users are injected whose
 next item, after a copied-real or random history, is a triggered item, until the fake training
 interactions reach ``badrec_fraction`` of the real ones (~1%). A title-reading victim (text
 SASRec, the LLM recommender) thus learns "trigger in a title ⇒ recommend it".
@@ -28,7 +28,7 @@ _CHARS = "abcdefghijklmnopqrstuvwxyz0123456789"
 _WORDS = ("serendipity", "halcyon", "quintessence", "ephemera", "ineffable", "sonder")
 _SENTENCES = ("Now with bonus scenes.", "A tale you will never forget.",
               "Loved by critics everywhere.", "Watch it tonight with friends.")
-PAIRS = (3, 8)  # (clean, triggered) pairs per fake user, inclusive range
+HISTORY_LEN = (5, 15)  # fake history length range (inclusive); short = more fake users
 
 
 def apply_trigger(title: str, trigger: str) -> str:
@@ -80,58 +80,60 @@ def resolve_trigger(ctx: AttackContext) -> str:
 
 def triggered_items(data: SequenceData, targets: np.ndarray, n: int,
                     rng: np.random.Generator) -> np.ndarray:
-    """The targets plus unpopular items (less popular half of those seen in training, seeded)
-    up to ``n``: a trigger becomes a feature the victim generalises to unseen items only when
-    it is what many different triggered items share; with a handful of items the victim just
-    learns those items (measured on ML-100K text SASRec: 5 triggered items gave ASR@10 0.02)."""
+    """The targets, plus unpopular items (less popular half of those seen in training, seeded)
+    up to ``n`` when ``n`` exceeds their count.
+
+    More triggered items spread the same budget over more titles, so the trigger, not the
+    items, is what they share; measured on ML-100K text SASRec at 1% it did not pay off
+    (50 items: ASR@10 0.02 char, 0.004 sentence; the targets alone: 0.016, and they were
+    pushed: T-HR@50 0.30), hence the default 0 = the targets only."""
+    if n <= len(targets):
+        return np.asarray(targets, dtype=np.int64)
     counts = data.item_counts("train")
     seen = np.flatnonzero(counts[1:] > 0) + 1
     order = seen[np.argsort(counts[seen], kind="stable")]
     pool = np.setdiff1d(order[: (len(order) + 1) // 2], targets)
-    extra = draw(rng, pool, min(max(n - len(targets), 0), len(pool)))
+    extra = draw(rng, pool, min(n - len(targets), len(pool)))
     return np.concatenate([targets, extra]).astype(np.int64)
 
 
 def badrec_attack(ctx: AttackContext) -> PoisonedData:
-    """Fake users alternate clean and triggered items: ``c1 T1 c2 T2 ...`` (plus two held-out
-    clean slots), the clean run copied from a real user's consecutive training items (half the
-    users) or drawn at random. Every triggered item is thus the next item after a clean
-    (copied or random) history, and half the budget lands on triggered labels."""
+    """Fake user = a clean history (a real user's consecutive training items, half the
+    time, else random items) + one triggered item + two held-out clean items."""
     data, targets = ctx.data, np.asarray(ctx.targets, dtype=np.int64)
     rng = ctx.rng(5)
     trigger = resolve_trigger(ctx)
-    poisoned_set = triggered_items(data, targets, ctx.cfg.badrec_items, rng)
+    triggered = triggered_items(data, targets, ctx.cfg.badrec_items, rng)
     real_interactions = int(sum(max(len(s) - 2, 0) for s in data.seqs))
-    budget = max(round(ctx.cfg.badrec_fraction * real_interactions), 2)
-    pool = np.setdiff1d(filler_pool(data, targets), poisoned_set)
-    donors = [u for u in range(data.n_users) if len(data.train_seq(u)) >= PAIRS[0]]
+    budget = max(round(ctx.cfg.badrec_fraction * real_interactions), HISTORY_LEN[0] + 1)
+    pool = np.setdiff1d(filler_pool(data, targets), triggered)
+    donors = [u for u in range(data.n_users) if len(data.train_seq(u)) >= HISTORY_LEN[0]]
     fakes: list[np.ndarray] = []
-    spent, copied, cursor = 0, 0, 0
-    cycle = rng.permutation(poisoned_set)
+    spent, copied = 0, 0
+    cycle = rng.permutation(triggered)
     while spent < budget:
-        k = int(rng.integers(PAIRS[0], PAIRS[1] + 1))
-        k = max(min(k, (budget - spent) // 2), 1)
-        clean = np.zeros(0, dtype=np.int64)
+        h = int(rng.integers(HISTORY_LEN[0], HISTORY_LEN[1] + 1))
+        if HISTORY_LEN[0] <= budget - spent - 1 < h:
+            h = budget - spent - 1  # the last user lands on the budget
+        hist = np.zeros(0, dtype=np.int64)
         if donors and rng.random() < 0.5:
             src = data.train_seq(int(rng.choice(donors)))
-            src = src[~np.isin(src, poisoned_set)]
-            start = int(rng.integers(0, max(len(src) - k, 0) + 1))
-            clean = src[start:start + k]
+            src = src[~np.isin(src, triggered)]
+            start = int(rng.integers(0, max(len(src) - h, 0) + 1))
+            hist = src[start:start + h]
             copied += 1
-        if len(clean) < k:
-            clean = np.concatenate([clean, draw(rng, np.setdiff1d(pool, clean), k - len(clean))])
-        trig = cycle[(cursor + np.arange(k)) % len(cycle)]
-        cursor += k
-        body = np.stack([clean, trig], axis=1).reshape(-1)
-        tail = draw(rng, np.setdiff1d(pool, clean), 2)
-        fakes.append(np.concatenate([body, tail]).astype(np.int64))
-        spent += len(body)
+        if len(hist) < h:
+            hist = np.concatenate([hist, draw(rng, np.setdiff1d(pool, hist), h - len(hist))])
+        item = cycle[len(fakes) % len(cycle)]
+        tail = draw(rng, np.setdiff1d(pool, hist), 2)
+        fakes.append(np.concatenate([hist, [item], tail]).astype(np.int64))
+        spent += len(hist) + 1
     flags = np.zeros(data.n_items + 1, dtype=bool)
-    flags[poisoned_set] = True
-    return poisoned(ctx, fakes, titles=triggered_titles(data.titles, trigger, poisoned_set),
+    flags[triggered] = True
+    return poisoned(ctx, fakes, titles=triggered_titles(data.titles, trigger, triggered),
                     poisoned_items=flags, trigger=trigger,
                     stats={"badrec_copied_histories": copied,
-                           "badrec_triggered_items": len(poisoned_set),
+                           "badrec_triggered_items": len(triggered),
                            "badrec_poison_fraction": spent / max(real_interactions, 1)})
 
 

@@ -8,10 +8,13 @@ and junk are dropped. The LLM's order is kept; a target it left out, or put in t
 held-out slots the trainer never learns from, is inserted at a random place of the training
 part, so every fake user holds every target whatever the model writes.
 
-An answer the model botches (fewer than half the asked items usable) is replaced by a random
-fill from the same catalogue sample and counted in ``stats['llm_fallbacks']``; a short but usable
-answer is topped up at random, counted in ``stats['llm_padded_items']``. A 135M model fails
-often; these counts are the honest measure of how LLM-written the fake users are.
+The answer is prefilled with one random catalogue number (the "opener"), since a small model
+continues a started list far more readily than it starts one. An answer the model botches
+(fewer than half the asked items usable, the opener not counted) is replaced by a random fill
+from the same catalogue sample and counted in ``stats['llm_fallbacks']``; a short but usable
+answer is topped up at random, counted in ``stats['llm_padded_items']``. These counts are the
+honest measure of how LLM-written the fake users are: SmolLM2-135M, the offline default, ran
+its lists past the catalogue's numbers and fell back on 4 of 4 ML-100K users in a smoke run.
 """
 
 from __future__ import annotations
@@ -91,22 +94,26 @@ def llm_attack(ctx: AttackContext) -> PoisonedData:
                                    enumerate(catalogue)],
             [(number[int(t)], _short(data.titles[t])) for t in targets], k + len(targets),
             persona=PERSONAS[int(rng.integers(len(PERSONAS)))])
-        plans.append((k, catalogue, prompt))
-    answers = ctx.llm.generate([p for _, _, p in plans], max_tokens=4 * (MAX_PICKS + 8) + 16,
+        # Prefill the answer with one random non-target number: a small model continues a
+        # started comma list far more often than it starts one (measured: SmolLM2-135M
+        # answered a lone number to every unprimed prompt).
+        opener = f" {number[int(rng.choice(shown))]},"
+        plans.append((k, catalogue, prompt + opener, opener))
+    answers = ctx.llm.generate([p for _, _, p, _ in plans], max_tokens=4 * (MAX_PICKS + 8) + 16,
                                temperature=0.7, seed=ctx.seed) if plans else []
     if len(answers) != len(plans):
         raise ConfigError(f"llm: the service answered {len(answers)} of {len(plans)} prompts")
     fakes, fallbacks, padded, written = [], 0, 0, 0
     tset = set(targets.tolist())
-    for (k, catalogue, _), answer in zip(plans, answers):
-        picks = parse_picks(answer, catalogue, k + len(targets))
+    for (k, catalogue, _, opener), answer in zip(plans, answers):
+        picks = parse_picks(opener + (answer or ""), catalogue, k + len(targets))
         n_fill = sum(1 for i in picks if i not in tset)
         fill_pool = np.setdiff1d(catalogue, targets)
-        if n_fill < k // 2:
+        if n_fill - 1 < max(k // 2, 1):  # the opener is ours, not the model's
             fallbacks += 1
             picks = [int(i) for i in draw(rng, fill_pool, k)]
         else:
-            written += n_fill
+            written += n_fill - 1
             if n_fill < k:
                 extra = draw(rng, np.setdiff1d(fill_pool, picks), k - n_fill)
                 padded += len(extra)

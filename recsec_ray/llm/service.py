@@ -99,11 +99,13 @@ class LLMActor:
 
 
 def start_service(cfg: LLMConfig, name: str, num_gpus: float = 0, num_cpus: float = 1, *,
-                  preload: bool = True, detached: bool = False, max_restarts: int = 5):
+                  preload: bool = True, detached: bool = False, max_restarts: int = 5,
+                  resources: dict[str, float] | None = None):
     """Create (or find) the named actor and wait until its default models are loaded.
 
     ``detached`` keeps it alive after the driver exits (stop it with ``stop_service``);
-    otherwise it ends with the driver that created it."""
+    otherwise it ends with the driver that created it. ``resources``: custom resources (e.g.
+    ``placement.llm_actor_resources``) that pin the actor to the cluster's LLM node type."""
     import ray
 
     if not ray.is_initialized():
@@ -113,6 +115,7 @@ def start_service(cfg: LLMConfig, name: str, num_gpus: float = 0, num_cpus: floa
         name=name, namespace=NAMESPACE, get_if_exists=True,
         lifetime="detached" if detached else None, max_restarts=max_restarts,
         max_task_retries=-1, max_concurrency=64, num_cpus=num_cpus, num_gpus=num_gpus,
+        resources=resources or None,
     ).remote(dataclasses.asdict(cfg), num_cpus, name, preload)
     ray.get(handle.ready.remote())
     _HANDLES[name] = handle
