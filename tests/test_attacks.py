@@ -231,8 +231,9 @@ def test_llm_attack_needs_a_client(data):
 
 
 # ---- DP --------------------------------------------------------------------------------------
-def _target_rank(poisoned, seed=0) -> float:
-    """Mean rank of the targets for real users after training a victim on the poisoned data."""
+def _target_hits(poisoned, k=10, seed=0) -> float:
+    """Share of (real user, target) pairs with the target in the user's top-k (history
+    masked) after training a victim on the poisoned data."""
     import torch
 
     from recsec_ray.data.sequences import pad_left
@@ -247,8 +248,10 @@ def _target_rank(poisoned, seed=0) -> float:
         seqs = torch.as_tensor(pad_left([d.seqs[u][:-1] for u in range(poisoned.n_real)], 20))
         s = model.scores(seqs)
         s[:, 0] = float("-inf")
+        for u in range(poisoned.n_real):
+            s[u, torch.as_tensor(d.seqs[u][:-1])] = float("-inf")
     ranks = (s.unsqueeze(2) > s[:, poisoned.targets].unsqueeze(1)).sum(1) + 1
-    return float(ranks.float().mean())
+    return float((ranks <= k).float().mean())
 
 
 def test_dp_budget_targets_and_determinism():
@@ -265,12 +268,10 @@ def test_dp_budget_targets_and_determinism():
 
 @pytest.mark.slow
 def test_dp_pushes_targets_harder_than_random():
-    d = synthetic(200, 100, seed=2, max_len=20)
+    d = synthetic(300, 150, seed=2, max_len=20)
     kw = {"poison_rate": 0.05, "n_targets": 3, "dp_batches": 2, "dp_surrogate_epochs": 10}
-    dp_rank = _target_rank(run(d, "dp", **kw))
-    rnd_rank = _target_rank(run(d, "random", **kw))
-    none_rank = _target_rank(run(d, "none", **kw))
-    assert dp_rank < rnd_rank < none_rank, (dp_rank, rnd_rank, none_rank)
+    hits = {a: _target_hits(run(d, a, **kw)) for a in ("none", "random", "dp")}
+    assert hits["dp"] > hits["random"] > hits["none"], hits  # measured 0.38 > 0.20 > 0.04
 
 
 # ---- LLM recommender victim -----------------------------------------------------------------

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import ConfigError
+from ..errors import ConfigError, ModelOutputError
 from .base import (
     AttackContext,
     PoisonedData,
@@ -102,11 +102,13 @@ def llm_attack(ctx: AttackContext) -> PoisonedData:
     answers = ctx.llm.generate([p for _, _, p, _ in plans], max_tokens=4 * (MAX_PICKS + 8) + 16,
                                temperature=0.7, seed=ctx.seed) if plans else []
     if len(answers) != len(plans):
-        raise ConfigError(f"llm: the service answered {len(answers)} of {len(plans)} prompts")
+        raise ModelOutputError(f"llm attack: the service answered {len(answers)} of "
+                               f"{len(plans)} prompts")
     fakes, fallbacks, padded, written = [], 0, 0, 0
     tset = set(targets.tolist())
     for (k, catalogue, _, opener), answer in zip(plans, answers):
-        picks = parse_picks(opener + (answer or ""), catalogue, k + len(targets))
+        text = answer if isinstance(answer, str) else ""
+        picks = parse_picks(opener + text, catalogue, k + len(targets))
         n_fill = sum(1 for i in picks if i not in tset)
         fill_pool = np.setdiff1d(catalogue, targets)
         if n_fill - 1 < max(k // 2, 1):  # the opener is ours, not the model's
