@@ -171,7 +171,8 @@ def _backdoor_asr(cfg: JobConfig, model: Any, data: SequenceData, poisoned: Pois
     from .metrics import asr
 
     assert llm is not None and poisoned.trigger is not None
-    pushed = pushed_items(data, poisoned.n_real, seed=cfg.seed, exclude=poisoned.targets)
+    pushed = pushed_items(data, poisoned.n_real, seed=cfg.seed,
+                          exclude=np.flatnonzero(poisoned.poisoned_items))
     triggered = embed_titles(llm, triggered_titles(data.titles, poisoned.trigger),
                              cfg.model.text_encoder)
     return asr(model, data, poisoned.n_real, pushed, triggered, ks=(10, 50),
