@@ -169,7 +169,7 @@ def test_utf8_resaved_movielens_titles_are_detected(tmp_path, caplog):
 
 # ---- cache -----------------------------------------------------------------------------------
 def entries(tmp_path: Path) -> list[str]:
-    d = tmp_path / "cache"
+    d = files.cache_root()  # under the test's own RECSEC_CACHE_DIR
     return sorted(p.name for p in d.iterdir() if p.name != "file_hashes.json") \
         if d.exists() else []
 
@@ -220,7 +220,7 @@ def test_corrupt_cache_entry_is_rebuilt(tmp_path, caplog):
     root = copy_fixture(tmp_path, "ml-1m")
     first = load_dataset(cfg_for("ml-1m", root))
     (entry,) = entries(tmp_path)
-    users = tmp_path / "cache" / entry / "users.parquet"
+    users = files.cache_root() / entry / "users.parquet"
     users.write_bytes(users.read_bytes()[:50])
     with caplog.at_level(logging.WARNING):
         again = load_dataset(cfg_for("ml-1m", root))

@@ -28,11 +28,12 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .. import paths
 from ..errors import DataFileError
 
 log = logging.getLogger(__name__)
 
-DATA_ENV, CACHE_ENV, OFFLINE_ENV = "RECSEC_DATA_DIR", "RECSEC_CACHE_DIR", "RECSEC_OFFLINE"
+DATA_ENV, OFFLINE_ENV = "RECSEC_DATA_DIR", "RECSEC_OFFLINE"
 SUMS_FILE = "SHA256SUMS"
 _warned: set = set()  # (path, digest) already warned about, to say it once per process
 
@@ -60,7 +61,7 @@ def data_root(data_dir: str | None = None) -> Path:
 
 
 def cache_root() -> Path:
-    return Path(os.environ.get(CACHE_ENV) or "~/.cache/recsec_ray/cache").expanduser()
+    return paths.cache_root() / "cache"
 
 
 # ---- checksums -----------------------------------------------------------------------------

