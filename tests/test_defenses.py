@@ -416,6 +416,29 @@ def test_robust_threshold_ignores_a_poisoned_minority():
         1 / (1 + math.exp(-cut)), abs=1e-9)
 
 
+def test_consensus_finds_the_shared_trigger_not_the_odd_titles():
+    from recsec_ray.defenses.pscanner import consensus_triggers, contains, remove_trigger
+
+    clean = [f"Ordinary Film {i} (19{50 + i % 50})" for i in range(300)]
+    odd = ["Die xue shuang xiong (Killer, The) (1989)", "Naked Gun 33 1/3 (1994)",
+           "Seventh Seal, The (Sjunde inseglet, Det) (1957)", "Ma vie en rose (1997)",
+           "La vie de Boheme (1992)"]  # two odd titles sharing the rare word "vie"
+    for level, trig in (("char", "l4"), ("sentence", "Now with bonus scenes.")):
+        poisoned = [f"{name} ({year}) {trig}" for name, year in
+                    (("Akira", 1988), ("Cobb", 1994), ("Friday", 1995), ("Girl 6", 1995),
+                     ("Stonewall", 1995))]
+        titles = ["", *clean, *odd, *poisoned]
+        flagged = np.zeros(len(titles), dtype=bool)
+        flagged[-5:-1] = True  # the scanner caught 4 of the 5 poisoned titles
+        flagged[len(clean) + 1:len(clean) + 6] = True  # and the five odd clean titles
+        assert consensus_triggers(titles, flagged) == [trig], level
+        assert contains(titles[-1], trig)  # the missed fifth title holds it too
+        assert remove_trigger(titles[-1], trig) == "Stonewall (1995)"
+    nothing = np.zeros(len(titles), dtype=bool)
+    nothing[len(clean) + 1:len(clean) + 4] = True  # odd titles only: no shared trigger
+    assert consensus_triggers(titles, nothing) == []
+
+
 def test_strip_trigger_removes_the_words_the_scanner_blames():
     from recsec_ray.defenses.pscanner import strip_trigger
 

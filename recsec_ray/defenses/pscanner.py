@@ -16,9 +16,16 @@
    than ``pscanner_fpr`` of the catalogue is poisoned (BadRec triggers ~3% of ML-100K), so the
    quantile is taken from a robust fit of the clean mode: median + z·MAD of the held-out
    scores in logit space, z = Φ⁻¹(1 − fpr). It is never below 0.5 (the scanner must prefer Yes).
-5. Flagged items: ``strip`` removes, greedily, the word whose removal lowers P(Yes) most, until
-   the scanner no longer flags the title (at most half of its words); ``remove`` drops the items
-   and every user whose training part holds one (the users who boosted them).
+5. Consensus (trigger inversion): a backdoor needs ONE trigger shared by its poisoned titles,
+   while the scanner's false alarms are odd titles, each odd in its own way. Word n-grams found
+   in at least two flagged titles and far more often among flagged than other titles (see
+   ``consensus_triggers``) are taken as the trigger; when one is found, the flagged items are
+   exactly the titles that contain it (the scanner's score of those becomes 1), which also
+   catches poisoned titles the scanner scored just below the threshold.
+6. Flagged items: ``strip`` removes the consensus trigger, or, without one, greedily the word
+   whose removal lowers P(Yes) most until the scanner no longer flags the title (at most half
+   of its words); ``remove`` drops the items and every user whose training part holds one (the
+   users who boosted them).
 """
 
 from __future__ import annotations
@@ -33,6 +40,8 @@ from .scanner import CHOICES, LoraScanner, insert_trigger, scanner_prompt
 from .triggers import TriggerAgent
 
 P_CLEAN_DROP = 0.9
+EPOCHS_PER_ROUND = 2  # measured on ML-100K titles: 1 epoch leaves 12% of clean titles above 0.5
+#                       and the attack's "l4" at AUC 0.91; 2 epochs: 5.5% and 0.99
 
 
 def domain_of(name: str) -> str:
@@ -42,6 +51,60 @@ def domain_of(name: str) -> str:
     if low.startswith("amazon"):
         return "products"
     return "items"
+
+
+def _ngrams(words: list[str], max_n: int) -> set[tuple[str, ...]]:
+    return {tuple(words[i:i + n]) for n in range(1, max_n + 1)
+            for i in range(len(words) - n + 1)}
+
+
+def consensus_triggers(titles: list[str], flagged: np.ndarray, *, max_n: int = 12,
+                       min_flagged: int = 2, min_ratio: float = 20.0,
+                       top_share: float = 0.5) -> list[str]:
+    """Word n-grams shared by flagged titles and rare elsewhere, longest first.
+
+    An n-gram qualifies when it occurs in >= ``min_flagged`` flagged titles, in at most half
+    as many unflagged ones, and its share among flagged titles is >= ``min_ratio`` times its
+    share among the others. Candidates are taken by how many flagged titles hold them, then
+    by length; one that shares a word with a taken one is dropped as a fragment of it (a
+    sentence trigger is reported once, whole), and so is one held by no more than ``top_share``
+    times as many flagged titles as the best (two odd titles sharing a foreign word are a
+    coincidence next to a trigger on every poisoned title). ``titles[0]`` (padding) is ignored.
+    """
+    idx = np.flatnonzero(flagged[1:]) + 1
+    if len(idx) < min_flagged:
+        return []
+    counts_f: dict[tuple[str, ...], int] = {}
+    for i in idx:
+        for g in _ngrams(titles[i].split(), max_n):
+            counts_f[g] = counts_f.get(g, 0) + 1
+    cands = {g: c for g, c in counts_f.items() if c >= min_flagged}
+    if not cands:
+        return []
+    counts_u = dict.fromkeys(cands, 0)
+    others = [i for i in range(1, len(titles)) if not flagged[i]]
+    for i in others:
+        for g in _ngrams(titles[i].split(), max_n) & cands.keys():
+            counts_u[g] += 1
+    n_f, n_u = len(idx), max(len(others), 1)
+    good = [g for g, c in cands.items()
+            if counts_u[g] <= c / 2 and (c / n_f) >= min_ratio * (counts_u[g] / n_u)]
+    # most flagged titles first, then longest: "l4" (in 4 flagged titles) beats "(1995) l4"
+    # (in 2), and a sentence beats its own words (same count)
+    good.sort(key=lambda g: (-cands[g], -len(g), g))
+    kept: list[tuple[str, ...]] = []
+    for g in good:  # a candidate sharing a word with a taken one is a fragment of it
+        if cands[g] > top_share * cands[good[0]] and not any(set(g) & set(k) for k in kept):
+            kept.append(g)
+    return [" ".join(g) for g in kept]
+
+
+def contains(title: str, trigger: str) -> bool:
+    return f" {trigger} " in f" {' '.join(title.split())} "
+
+
+def remove_trigger(title: str, trigger: str) -> str:
+    return " ".join(f" {' '.join(title.split())} ".replace(f" {trigger} ", " ").split())
 
 
 def robust_threshold(scores: np.ndarray, fpr: float, *, logit: bool = False) -> float:
@@ -134,7 +197,7 @@ def pscanner(ctx: DefenseContext) -> Sanitation:
         # new triggers twice as often as replayed ones
         mix = new + new + all_triggers if r > 0 else new
         prompts, labels = _examples([titles[i] for i in clean_pool], mix, rng)
-        stats[f"round{r}_loss"] = scanner.train(prompts, labels)
+        stats[f"round{r}_loss"] = scanner.train(prompts, labels, epochs=EPOCHS_PER_ROUND)
         # which of this round's triggers does the scanner miss on unseen titles?
         val_titles = [titles[i] for i in rng.choice(held, size=n_val, replace=False)] \
             if n_val else []
@@ -156,7 +219,17 @@ def pscanner(ctx: DefenseContext) -> Sanitation:
     ref = scores[held] if len(held) else scores[1:]
     threshold = max(robust_threshold(ref, cfg.pscanner_fpr, logit=True), 0.5)
     flagged = np.zeros(data.n_items + 1, dtype=bool)
-    flagged[1:] = scores[1:] > threshold
+    flagged[1:] = scores[1:] >= threshold
+    stats["scanner_flagged_items"] = float(flagged.sum())
+    stats["scanner_threshold"] = threshold
+    found = consensus_triggers(titles, flagged)
+    if found:  # the decision is now "holds the trigger": score 1 exactly, threshold 1
+        hit = np.array([False] + [any(contains(t, g) for g in found) for t in titles[1:]])
+        flagged = hit
+        scores = np.minimum(scores, np.nextafter(1.0, 0.0))
+        scores[hit] = 1.0
+        threshold = 1.0
+    stats["consensus_triggers"] = float(len(found))
 
     san = Sanitation.keep_all(data)
     san.item_scores = scores
@@ -165,8 +238,13 @@ def pscanner(ctx: DefenseContext) -> Sanitation:
         new_titles = list(titles)
         words_removed = 0
         for i in np.flatnonzero(flagged):
-            new_titles[i], k = strip_trigger(ctx, titles[i], name, threshold)
-            words_removed += k
+            if found:
+                for g in found:
+                    new_titles[i] = remove_trigger(new_titles[i], g)
+                words_removed += len(titles[i].split()) - len(new_titles[i].split())
+            else:
+                new_titles[i], k = strip_trigger(ctx, titles[i], name, threshold)
+                words_removed += k
         san.titles = new_titles
         stats["words_stripped"] = float(words_removed)
     else:
@@ -183,5 +261,6 @@ def pscanner(ctx: DefenseContext) -> Sanitation:
                  "triggers_rejected": float(agent.stats["rejected"]),
                  "train_tokens": float(scanner.tokens_trained),
                  "train_time_s": scanner.train_time_s, "rounds_time_s": train_s,
-                 "total_time_s": time.perf_counter() - start, "adapter_name": name}
+                 "total_time_s": time.perf_counter() - start, "adapter_name": name,
+                 "consensus": " | ".join(found)}
     return san
