@@ -124,7 +124,6 @@ def _hammer(uri: str, exp: str, parent: str, worker: int, n: int) -> None:
     store.finish_trial(start.run_id, {"done": 1.0}, {})
 
 
-@pytest.mark.slow
 def test_eight_processes_write_directly_without_loss(uri):
     """No writer actor (e.g. several sweeps sharing one file): retries keep every value."""
     store = TrackingStore(uri)
