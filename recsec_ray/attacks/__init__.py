@@ -13,36 +13,18 @@ import numpy as np
 from ..config import AttackConfig
 from ..data.sequences import SequenceData
 from ..errors import ConfigError
+from ..registry import lazy
 from .bandwagon import bandwagon_attack
 from .base import AttackContext, PoisonedData, no_poison
 from .random import random_attack
-
-
-def _dp(ctx: AttackContext) -> PoisonedData:
-    from .dp import dp_attack
-
-    return dp_attack(ctx)
-
-
-def _llm(ctx: AttackContext) -> PoisonedData:
-    from .llm import llm_attack
-
-    return llm_attack(ctx)
-
-
-def _badrec(ctx: AttackContext) -> PoisonedData:
-    from .badrec import badrec_attack
-
-    return badrec_attack(ctx)
-
 
 ATTACKS: dict[str, Callable[[AttackContext], PoisonedData]] = {
     "none": no_poison,
     "random": random_attack,
     "bandwagon": bandwagon_attack,
-    "dp": _dp,
-    "llm": _llm,
-    "badrec": _badrec,
+    "dp": lazy(f"{__name__}.dp", "dp_attack"),
+    "llm": lazy(f"{__name__}.llm", "llm_attack"),
+    "badrec": lazy(f"{__name__}.badrec", "badrec_attack"),
 }
 
 

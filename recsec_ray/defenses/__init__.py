@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ..errors import ConfigError
+from ..registry import lazy
 from .base import DefenseContext, Sanitation, TrainHook
 
 
@@ -17,50 +18,14 @@ def no_defense(ctx: DefenseContext) -> Sanitation:
     return Sanitation.keep_all(ctx.data)
 
 
-def _llm4dec(ctx: DefenseContext) -> Sanitation:
-    from .llm4dec import llm4dec
-
-    return llm4dec(ctx)
-
-
-def _lorec(ctx: DefenseContext) -> Sanitation:
-    from .lorec import lorec
-
-    return lorec(ctx)
-
-
-def _pscanner(ctx: DefenseContext) -> Sanitation:
-    from .pscanner import pscanner
-
-    return pscanner(ctx)
-
-
-def _apr(ctx: DefenseContext) -> Sanitation:
-    from .apr import apr
-
-    return apr(ctx)
-
-
-def _detector(ctx: DefenseContext) -> Sanitation:
-    from .detector import detector
-
-    return detector(ctx)
-
-
-def _onion(ctx: DefenseContext) -> Sanitation:
-    from .onion import onion
-
-    return onion(ctx)
-
-
 DEFENSES: dict[str, Callable[[DefenseContext], Sanitation]] = {
     "none": no_defense,
-    "llm4dec": _llm4dec,
-    "lorec": _lorec,
-    "pscanner": _pscanner,
-    "apr": _apr,
-    "detector": _detector,
-    "onion": _onion,
+    "llm4dec": lazy(f"{__name__}.llm4dec", "llm4dec"),
+    "lorec": lazy(f"{__name__}.lorec", "lorec"),
+    "pscanner": lazy(f"{__name__}.pscanner", "pscanner"),
+    "apr": lazy(f"{__name__}.apr", "apr"),
+    "detector": lazy(f"{__name__}.detector", "detector"),
+    "onion": lazy(f"{__name__}.onion", "onion"),
 }
 
 
