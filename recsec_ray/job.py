@@ -139,6 +139,7 @@ class _KeepRemoved:
     def __init__(self, sanitation: Sanitation):
         self._hook = sanitation.hook
         self._keep = (~sanitation.removed_users).astype(np.float32)
+        self.selection_start_epoch = getattr(self._hook, "selection_start_epoch", None)
 
     def on_epoch_start(self, epoch: int, model: Any, weights: np.ndarray) -> np.ndarray:
         return self._hook.on_epoch_start(epoch, model, weights) * self._keep

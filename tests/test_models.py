@@ -152,6 +152,30 @@ def test_registry_and_bad_inputs(data):
             pick_device("cuda")
 
 
+def test_late_hook_restarts_selection_and_blocks_early_stop(data):
+    """A hook acting from epoch s: no early stop before s, and the kept model is from >= s."""
+    cfg = dataclasses.replace(SMALL, backbone="gru4rec", epochs=40, patience=0)
+    plain = train(build_model(cfg, data.n_items, MAX_LEN), data, cfg, n_real=data.n_users,
+                  seed=0, progress=False)
+
+    class Late:
+        selection_start_epoch = len(plain.history) + 2  # after plain training stopped
+
+        def on_epoch_start(self, epoch, model, weights):
+            return weights
+
+        def extra_loss(self, model, batch, loss):
+            return loss
+
+    start = Late.selection_start_epoch
+    res = train(build_model(cfg, data.n_items, MAX_LEN), data, cfg, n_real=data.n_users,
+                seed=0, hook=Late(), progress=False)
+    assert len(res.history) > start and res.best_epoch >= start
+    drop_time = [{k: v for k, v in h.items() if k != "time_s"} for h in res.history]
+    assert drop_time[:len(plain.history)] == [
+        {k: v for k, v in h.items() if k != "time_s"} for h in plain.history]
+
+
 def test_hook_reweights_and_early_stopping_restores_best(data):
     seen = []
 

@@ -42,9 +42,10 @@ class DefenseContext:
 class TrainHook(Protocol):
     """Called by the trainer; lets a defense act while the victim trains.
 
-    A hook may also carry ``selection_start_epoch: int``: the trainer then restarts model
-    selection (best validation score and patience) at that epoch, as the LoRec reference does
-    once its reweighting starts, so the model kept is one trained under the defense.
+    A hook may also carry ``selection_start_epoch: int | None`` (0-based): the trainer then
+    does not stop early before that epoch and restarts model selection (best validation score
+    and patience) at it, as the LoRec reference does once its reweighting starts, so the model
+    kept is one trained under the defense.
     """
 
     def on_epoch_start(self, epoch: int, model: Any, weights: np.ndarray) -> np.ndarray:

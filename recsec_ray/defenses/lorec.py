@@ -140,7 +140,8 @@ class LoRecHook:
         self.user_emb, self.sim_emb = user_emb, sim_emb
         self.scores, self.stats = scores, stats
         self.raw = np.full(ctx.data.n_users, self.cfg.lorec_init_weight, dtype=np.float64)
-        self.selection_start_epoch = self.cfg.lorec_start_epoch
+        # 0-based: the first epoch trained with the reweighted loss (see ``_epoch``)
+        self.selection_start_epoch = max(self.cfg.lorec_start_epoch - 1, 0)
         self.passes = 2
         self.retry = False  # reference: a skipped update is retried after the next epoch
         self.lct: LCT | None = None

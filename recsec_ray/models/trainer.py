@@ -93,6 +93,9 @@ def train(model, data: SequenceData, cfg: ModelConfig, *, n_real: int,
     rng = np.random.default_rng([seed, 0x7A1])
     history: list[dict] = []
     best_ndcg, best_epoch, best_state = -1.0, 0, copy.deepcopy(model.state_dict())
+    # A hook that starts acting late (LoRec's reweighting) restarts model selection then, and
+    # training never stops before it: the model kept is one trained under the defense.
+    restart = getattr(hook, "selection_start_epoch", None)
     fork_devices = [torch.device(device)] if device.startswith("cuda") else []
     with torch.random.fork_rng(devices=fork_devices, device_type="cuda"):
         torch.manual_seed(seed)
@@ -100,6 +103,8 @@ def train(model, data: SequenceData, cfg: ModelConfig, *, n_real: int,
                    disable=not progress, dynamic_ncols=True)
         for epoch in bar:
             start = time.perf_counter()
+            if epoch == restart:
+                best_ndcg, best_epoch = -1.0, epoch
             if hook is not None:
                 weights = _check_weights(hook.on_epoch_start(epoch, model, weights.copy()),
                                          data.n_users)
@@ -114,8 +119,9 @@ def train(model, data: SequenceData, cfg: ModelConfig, *, n_real: int,
                 best_state = copy.deepcopy(model.state_dict())
             bar.set_postfix(loss=f"{loss_sum:.4f}", ndcg=f"{entry['valid_ndcg@10']:.4f}",
                             best=best_epoch)
-            if epoch - best_epoch >= max(cfg.patience, 1):  # patience 0: first non-improvement
-                break
+            waiting = restart is not None and epoch < restart
+            if not waiting and epoch - best_epoch >= max(cfg.patience, 1):  # patience 0: first
+                break  #                                                      non-improvement
         bar.close()
     model.load_state_dict(best_state)
     model.eval()
