@@ -119,9 +119,10 @@ def train(model, data: SequenceData, cfg: ModelConfig, *, n_real: int,
                 best_state = copy.deepcopy(model.state_dict())
             bar.set_postfix(loss=f"{loss_sum:.4f}", ndcg=f"{entry['valid_ndcg@10']:.4f}",
                             best=best_epoch)
+            # patience 0 stops at the first epoch without a gain
             waiting = restart is not None and epoch < restart
-            if not waiting and epoch - best_epoch >= max(cfg.patience, 1):  # patience 0: first
-                break  #                                                      non-improvement
+            if not waiting and epoch - best_epoch >= max(cfg.patience, 1):
+                break
         bar.close()
     model.load_state_dict(best_state)
     model.eval()
