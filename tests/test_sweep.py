@@ -172,7 +172,9 @@ def _poll(store: TrackingStore, experiment: str, until, timeout: float = 900.0):
 def test_killed_trial_worker_is_retried_failed_then_finished(tmp_path, ray_gpus):
     """SIGKILL a trial's worker once it has logged an epoch: Tune retries the trial, MLflow
     shows the dead attempt FAILED and the retry FINISHED, the sweep completes."""
-    fixed = dict(TINY, **{"model.epochs": 12, "model.patience": 12})
+    # long enough (~0.1 s an epoch here) that the killer, polling MLflow every 0.5 s, always
+    # finds it mid-training: 12 epochs once finished in 2 s, before the first poll saw it
+    fixed = dict(TINY, **{"model.epochs": 150, "model.patience": 150})
     spec = _spec(tmp_path, "kill-trial", fixed=fixed, max_failures=2,
                  grid={"attack.poison_rate": [0.05], "defense.name": ["none"], "seed": [0]})
     store = TrackingStore(spec.mlflow_uri)
