@@ -7,6 +7,8 @@ A backbone only writes ``_hidden(seqs, vectors)``: per-position states of a left
 
 from __future__ import annotations
 
+import abc
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -16,7 +18,7 @@ from ..config import ModelConfig
 from .items import build_items
 
 
-class SeqRecommender(nn.Module):
+class SeqRecommender(nn.Module, abc.ABC):
     trainable = True  # trained by gradient descent (``Pop`` counts instead)
 
     def __init__(self, cfg: ModelConfig, n_items: int, max_len: int,
@@ -26,8 +28,9 @@ class SeqRecommender(nn.Module):
         self.items = build_items(cfg.items, n_items, cfg.dim, item_features)
 
     # ---- the one method a backbone writes ------------------------------------------------------
+    @abc.abstractmethod
     def _hidden(self, seqs: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """(B, L) left-padded indices and the item table -> (B, L, d) states."""
 
     # ---- public API (contract) ---------------------------------------------------------------
     def item_vectors(self) -> torch.Tensor:
