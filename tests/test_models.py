@@ -176,6 +176,27 @@ def test_late_hook_restarts_selection_and_blocks_early_stop(data):
         {k: v for k, v in h.items() if k != "time_s"} for h in plain.history]
 
 
+def test_hook_gets_the_given_weights_every_epoch(data):
+    """A hook that scales its input must not compound across epochs (LoRec's σ(w)/σ(w0))."""
+    seen = []
+
+    class Halve:
+        def on_epoch_start(self, epoch, model, weights):
+            seen.append(weights.copy())
+            return weights * 0.5
+
+        def extra_loss(self, model, batch, loss):
+            return loss
+
+    cfg = dataclasses.replace(SMALL, backbone="gru4rec", epochs=3, patience=5)
+    given = np.linspace(0.5, 1.5, data.n_users).astype(np.float32)
+    train(build_model(cfg, data.n_items, MAX_LEN), data, cfg, n_real=data.n_users,
+          user_weights=given, seed=0, hook=Halve(), progress=False)
+    assert len(seen) == 3
+    for w in seen:
+        np.testing.assert_array_equal(w, given)
+
+
 def test_hook_reweights_and_early_stopping_restores_best(data):
     seen = []
 

@@ -49,7 +49,8 @@ class TrainHook(Protocol):
     """
 
     def on_epoch_start(self, epoch: int, model: Any, weights: np.ndarray) -> np.ndarray:
-        """Return the per-user loss weights to use this epoch."""
+        """Return the per-user loss weights to use this epoch. ``weights`` is always the
+        sanitation's own (not last epoch's return), so a hook's factors never compound."""
         ...
 
     def extra_loss(self, model: Any, batch: dict[str, torch.Tensor],

@@ -105,10 +105,12 @@ def train(model, data: SequenceData, cfg: ModelConfig, *, n_real: int,
             start = time.perf_counter()
             if epoch == restart:
                 best_ndcg, best_epoch = -1.0, epoch
-            if hook is not None:
-                weights = _check_weights(hook.on_epoch_start(epoch, model, weights.copy()),
-                                         data.n_users)
-            loss_sum = _train_epoch(model, rows, weights, opt, cfg.batch_size, rng, hook, epoch)
+            epoch_weights = weights
+            if hook is not None:  # the hook starts from the given weights every epoch
+                epoch_weights = _check_weights(hook.on_epoch_start(epoch, model, weights.copy()),
+                                               data.n_users)
+            loss_sum = _train_epoch(model, rows, epoch_weights, opt, cfg.batch_size, rng, hook,
+                                    epoch)
             entry = {"epoch": epoch, "loss": loss_sum, **_validate(model, data, n_real),
                      "time_s": time.perf_counter() - start}
             history.append(entry)
