@@ -72,16 +72,23 @@ def run(cfg: JobConfig, llm: LLMClient | None = None, *, progress: bool = True,
             data=data, targets=targets, cfg=cfg.attack, model_cfg=cfg.model, seed=cfg.seed,
             llm=llm, device=device))
     with _timed(metrics, "defense"):
+        # user ids would name the injected users ("fake-3"): the defense sees none
         sanitation = DEFENSES[cfg.defense.name](DefenseContext(
-            data=poisoned.data, cfg=cfg.defense, model_cfg=cfg.model, seed=cfg.seed, llm=llm,
+            data=replace(poisoned.data, user_ids=[]), cfg=cfg.defense, model_cfg=cfg.model, seed=cfg.seed, llm=llm,
             device=device, llm_cfg=cfg.llm))
 
     if cfg.model.backbone == "llmrec":
         from .models import llmrec
 
-        metrics.update(llmrec.train_and_evaluate(cfg, poisoned, sanitation, llm, device=device,
-                                                 progress=progress))
         history: list[dict] = []
+
+        def record(row: dict) -> None:
+            history.append(row)
+            if on_epoch:
+                on_epoch(row)
+
+        metrics.update(llmrec.train_and_evaluate(cfg, poisoned, sanitation, llm, device=device,
+                                                 progress=progress, on_epoch=record))
     else:
         history = _train_and_evaluate(cfg, poisoned, sanitation, llm, device, progress,
                                       on_epoch, metrics)
@@ -121,13 +128,15 @@ def _train_and_evaluate(cfg: JobConfig, poisoned: PoisonedData, sanitation: Sani
                        hook=_KeepRemoved(sanitation) if sanitation.hook else None,
                        progress=progress, device=device, on_epoch=on_epoch)
     with _timed(metrics, "eval"):
-        # Evaluate on the data real users actually have (their own sequences are never
-        # sanitised away); titles stay as the defense left them, since that is what the
+        # Evaluate on the sequences real users actually have (items a defense removed from
+        # training stay in their histories, so masking and target eligibility match the
+        # undefended run); titles stay as the defense left them, since that is what the
         # deployed model would see.
-        metrics.update(ranking_metrics(result.model, train_data, poisoned.n_real,
+        eval_data = poisoned.data.with_titles(train_data.titles)
+        metrics.update(ranking_metrics(result.model, eval_data, poisoned.n_real,
                                        poisoned.targets, cfg.eval))
         if poisoned.trigger is not None:
-            metrics.update(_backdoor_asr(cfg, result.model, train_data, poisoned, llm))
+            metrics.update(_backdoor_asr(cfg, result.model, eval_data, poisoned, llm))
     metrics["best_epoch"] = float(result.best_epoch)
     metrics["epochs_trained"] = float(len(result.history))
     return result.history

@@ -54,6 +54,32 @@ def test_sanitation_drops_removed_items_from_training_parts_only():
     assert out.seqs[1].tolist() == [3, 1, 2]
 
 
+def test_defense_is_blind_to_user_ids_and_eval_keeps_real_histories(monkeypatch):
+    """Fake users' ids ("fake-3") would give them away; and items a defense removes from
+    training stay in the histories evaluation masks, as in the undefended run."""
+    seen, evaluated = {}, []
+
+    def removes_item_1(ctx):
+        seen["user_ids"] = list(ctx.data.user_ids)
+        san = Sanitation.keep_all(ctx.data)
+        san.removed_items = np.zeros(ctx.data.n_items + 1, dtype=bool)
+        san.removed_items[1] = True
+        return san
+
+    real_metrics = job.ranking_metrics
+
+    def spy(model, data, *args, **kw):
+        evaluated.append(data)
+        return real_metrics(model, data, *args, **kw)
+
+    monkeypatch.setitem(job.DEFENSES, "none", removes_item_1)
+    monkeypatch.setattr(job, "ranking_metrics", spy)
+    cfg = JobConfig().replace(**{**SMALL, "model.epochs": 1})
+    job.run(cfg, progress=False)
+    assert seen["user_ids"] == []
+    assert any(1 in s[:-2] for s in evaluated[0].seqs)  # item 1 still in real histories
+
+
 @pytest.mark.slow
 def test_ml100k_sasrec_beats_popularity_twice(monkeypatch):
     if not (__import__("os").environ.get("RECSEC_DATA_DIR")):
