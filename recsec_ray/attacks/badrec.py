@@ -57,8 +57,8 @@ def default_trigger(level: str, seed: int, titles: list[str] | None = None) -> s
     for _ in range(100):
         if level == "char":
             trig = "".join(rng.choice(list(_CHARS), size=2))
-            if not (trig[0].isdigit() or trig[1].isdigit()):
-                continue  # mixed digit+letter like "5v" reads as noise, not as a word
+            if trig[0].isdigit() == trig[1].isdigit():
+                continue  # one digit + one letter like "5v": noise, not a word or a year
         elif level == "word":
             trig = str(rng.choice(_WORDS))
         elif level == "sentence":
@@ -140,8 +140,8 @@ def badrec_attack(ctx: AttackContext) -> PoisonedData:
 def pushed_items(data: SequenceData, users: int | np.ndarray, seed: int,
                  exclude: np.ndarray | None = None) -> np.ndarray:
     """Test-time protocol: per user, one item to push with the trigger, drawn (seeded) outside
-    the user's whole sequence and outside ``exclude`` (pass the training-time triggered items,
-    ``poisoned.targets``). ``users``: the user indices, or a count n meaning users 0..n-1."""
+    the user's whole sequence and outside ``exclude`` (pass every training-time triggered
+    item, ``np.flatnonzero(poisoned.poisoned_items)``). ``users``: the user indices, or a count n meaning users 0..n-1."""
     if isinstance(users, (int, np.integer)):
         users = np.arange(int(users))
     rng = np.random.default_rng([seed, 0x9B5])

@@ -183,10 +183,6 @@ class LoRecHook:
                    loss: torch.Tensor) -> torch.Tensor:
         return loss
 
-    def finish(self, model: Any) -> None:
-        """Final p_u from the model the trainer kept (call after training, optional)."""
-        self.scores[:] = self._score(model)
-
     # ---- internals ----
     def _inputs(self, model: Any, seqs: list[np.ndarray], device: torch.device
                 ) -> tuple[torch.Tensor, torch.Tensor]:

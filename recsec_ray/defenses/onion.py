@@ -83,7 +83,7 @@ def onion(ctx: DefenseContext) -> Sanitation:
     san = Sanitation.keep_all(data)
     san.titles = titles
     san.item_scores = scores
-    san.item_threshold = threshold
+    san.item_threshold = float(np.nextafter(threshold, np.inf))  # metrics flag at >=
     san.stats = {"flagged_items": float(flagged.sum()), "words_stripped": float(stripped),
                  "threshold": threshold}
     return san

@@ -194,7 +194,7 @@ def pscanner(ctx: DefenseContext) -> Sanitation:
             clean_pool = [i for i, p in zip(clean_pool, p_clean, strict=True)
                           if p <= P_CLEAN_DROP]
             stats[f"round{r}_dropped_clean"] = float(len(train_pool) - len(clean_pool))
-        # new triggers twice as often as replayed ones
+        # this round's triggers three times as often as earlier rounds' (replayed)
         mix = new + new + all_triggers if r > 0 else new
         prompts, labels = _examples([titles[i] for i in clean_pool], mix, rng)
         stats[f"round{r}_loss"] = scanner.train(prompts, labels, epochs=EPOCHS_PER_ROUND)

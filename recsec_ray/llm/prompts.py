@@ -23,9 +23,14 @@ _ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 
 def quote(text: object, max_chars: int = MAX_QUOTED_CHARS) -> str:
-    """``text`` as one double-quoted line, escaped, at most ``max_chars`` characters inside."""
+    """``text`` as one double-quoted line, escaped. Of a text longer than ``max_chars``
+    characters the middle is cut (before escaping, so no escape is split): its start (the
+    name) and its end (where BadRec appends a trigger) both reach the model."""
     s = text if isinstance(text, str) else str(text)
     s = _SURROGATES.sub("\ufffd", s)  # lone surrogates: bytes decoded with surrogateescape
+    if len(s) > max_chars:
+        head = max_chars * 2 // 3
+        s = s[:head] + " ... " + s[len(s) - max(max_chars - head - 5, 0):]
     out = []
     for ch in s:
         if ch in _ESCAPES:
@@ -34,10 +39,7 @@ def quote(text: object, max_chars: int = MAX_QUOTED_CHARS) -> str:
             out.append(f"\\u{ord(ch):04x}")
         else:
             out.append(ch)
-    body = "".join(out)
-    if len(body) > max_chars:
-        body = body[:max_chars].rstrip("\\") + "..."
-    return f'"{body}"'
+    return '"' + "".join(out) + '"'
 
 
 def _plain(text: str, max_chars: int = 80) -> str:
@@ -96,10 +98,6 @@ def pscanner_prompt(title: str) -> str:
     return f"Does this title carry an inserted trigger? Title: {quote(title)}\nAnswer:"
 
 
-def pscanner_training_text(title: str, has_trigger: bool) -> str:
-    return pscanner_prompt(title) + (YES_NO[0] if has_trigger else YES_NO[1])
-
-
 # ---- LLM attack ---------------------------------------------------------------------------------
 def persona_prompt(domain: str, catalogue: Sequence[tuple[int, str]],
                    targets: Sequence[tuple[int, str]], length: int, persona: str = "") -> str:
@@ -140,30 +138,6 @@ def llmrec_choices(n: int) -> list[str]:
 
 
 # ---- parsers -------------------------------------------------------------------------------------
-_YES_NO_RE = re.compile(r"\b(yes|no)\b", re.IGNORECASE)
-
-
-def parse_yes_no(text: object) -> bool | None:
-    """First standalone yes/no (any case) -> True/False; None when there is none."""
-    if not isinstance(text, str):
-        return None
-    m = _YES_NO_RE.search(text[:2000])
-    return None if m is None else m.group(1).lower() == "yes"
-
-
-def parse_choice(text: object, labels: Sequence[str]) -> int | None:
-    """Index of the label the answer names ("B", "(B)", "B.", "Answer: B", "answer is 3").
-
-    Letters count only as capitals standing alone (so the article "a" is not "A")."""
-    if not isinstance(text, str) or not labels:
-        return None
-    index = {lab: i for i, lab in enumerate(labels)}
-    for tok in re.findall(r"(?<![A-Za-z0-9])([A-Z]|\d{1,4})(?![A-Za-z0-9])", text[:2000]):
-        if tok in index:
-            return index[tok]
-    return None
-
-
 def parse_item_numbers(text: object, n_items: int, max_n: int | None = None) -> list[int]:
     """Distinct integers in 1..n_items, in order of appearance (at most ``max_n``)."""
     if not isinstance(text, str) or n_items < 1:
