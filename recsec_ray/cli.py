@@ -58,14 +58,8 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _parse_value(raw: str) -> Any:
-    import yaml
-
-    return yaml.safe_load(raw)
-
-
 def build_config(args: argparse.Namespace):
-    from .config import JobConfig
+    from .config import JobConfig, parse_override
 
     cfg = JobConfig.from_yaml(args.config) if args.config else JobConfig()
     overrides: dict[str, Any] = {}
@@ -74,10 +68,8 @@ def build_config(args: argparse.Namespace):
         if value is not None:
             overrides[key] = value
     for item in args.set:
-        key, sep, raw = item.partition("=")
-        if not sep:
-            raise RecsecError(f"--set {item!r}: expected KEY=VALUE")
-        overrides[key] = _parse_value(raw)
+        key, value = parse_override(item)
+        overrides[key] = value
     return cfg.replace(**overrides) if overrides else cfg
 
 

@@ -29,10 +29,11 @@ from .tracking import (
 TABLE_METRICS = ("hr@10", "t_hr@50", "user_f1", "item_f1", "asr@10")
 ROW_AXIS = "defense.name"
 # The first of these with more than one value becomes the table's columns / the plot's x.
-COL_AXES = ("attack.poison_rate", "attack.trigger_level", "attack.name", "model.backbone")
+COL_AXES = ("attack.poison_rate", "attack.badrec_fraction", "attack.trigger_level",
+            "attack.name", "model.backbone")
 # Settings that split tables and plots into groups when they vary within the sweep.
 GROUP_AXES = ("data.name", "model.backbone", "model.items", "attack.name",
-              "attack.trigger_level", "attack.poison_rate")
+              "attack.trigger_level", "attack.poison_rate", "attack.badrec_fraction")
 SEED = "seed"
 
 
@@ -98,8 +99,9 @@ def _varying(df: pd.DataFrame, cols: tuple[str, ...]) -> list[str]:
 
 
 def col_axis(df: pd.DataFrame) -> str:
-    varying = _varying(df, COL_AXES)
-    return varying[0] if varying else "attack.poison_rate"
+    """The first varying column axis, else the first present (one column), else the seed."""
+    present = [c for c in COL_AXES if c in df.columns]
+    return (_varying(df, COL_AXES) or present or [SEED])[0]
 
 
 def groups(df: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
@@ -209,8 +211,7 @@ def plot(df: pd.DataFrame, metric: str, out_dir: Path) -> list[Path]:
 
 # ---- the command ------------------------------------------------------------------------------
 def compare(experiment: str, *, metric: str = "t_hr@50", out: str | Path = "compare_out",
-            tracking_uri: str | None = None, parent_run_id: str | None = None,
-            log_to_mlflow: bool = True) -> Comparison:
+            tracking_uri: str | None = None, parent_run_id: str | None = None) -> Comparison:
     """Tables and plots of one sweep, written under ``out`` and logged to its parent run
     (artifact folder ``compare/``)."""
     df, parent = load_runs(experiment, tracking_uri=tracking_uri, parent_run_id=parent_run_id)
@@ -228,9 +229,8 @@ def compare(experiment: str, *, metric: str = "t_hr@50", out: str | Path = "comp
     for m in dict.fromkeys([metric, "hr@10"]):
         if m in metrics:
             files += plot(df, m, out_dir)
-    if log_to_mlflow:
-        store = TrackingStore(tracking_uri)
-        store.log_files(parent, {p.name: p.read_bytes() for p in files}, "compare")
+    store = TrackingStore(tracking_uri)
+    store.log_files(parent, {p.name: p.read_bytes() for p in files}, "compare")
     return Comparison(frame=df, text=text, files=files, parent_run_id=parent)
 
 

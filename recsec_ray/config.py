@@ -8,6 +8,7 @@ allowed, never minutes later inside a trial.
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +36,8 @@ def _check_range(name: str, value: Any, lo: float | None = None, hi: float | Non
                  lo_open: bool = False) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ConfigError(f"{name}: expected a number, got {value!r}")
+    if not math.isfinite(value):
+        raise ConfigError(f"{name}: {value!r} must be a finite number")
     if lo is not None and (value < lo or (lo_open and value == lo)):
         op = ">" if lo_open else ">="
         raise ConfigError(f"{name}: {value!r} must be {op} {lo}")
@@ -167,11 +170,14 @@ class ModelConfig(_Section):
                               "cuda:N")
 
 
+POISON_RATE = 0.05
+
+
 @dataclass(frozen=True)
 class AttackConfig(_Section):
     _prefix = "attack."
     name: str = "none"
-    poison_rate: float = 0.05  # fake users / real users
+    poison_rate: float = POISON_RATE  # fake users / real users
     n_targets: int = 5
     targets: tuple[int, ...] = ()  # explicit target item indices; empty: drawn (seeded)
     target_pool: str = "unpopular"  # unpopular | any
@@ -196,6 +202,9 @@ class AttackConfig(_Section):
         _check_range("attack.badrec_items", self.badrec_items, 0)
         if self.trigger is not None and not self.trigger.strip():
             raise ConfigError("attack.trigger: must not be empty")
+        if self.name == "badrec" and self.poison_rate != POISON_RATE:
+            raise ConfigError("attack.poison_rate: BadRec's budget is attack.badrec_fraction "
+                              "(fake interactions / real ones); leave poison_rate unset")
         if self.targets and len(set(self.targets)) != len(self.targets):
             raise ConfigError("attack.targets: contains duplicates")
 
@@ -236,6 +245,11 @@ class DefenseConfig(_Section):
         _check_range("defense.pscanner_train_titles", self.pscanner_train_titles, 2)
         _check_range("defense.pscanner_fpr", self.pscanner_fpr, 0.0, 1.0)
         _check_range("defense.lorec_start_epoch", self.lorec_start_epoch, 0)
+        _check_range("defense.lorec_lambda_entropy", self.lorec_lambda_entropy, 0.0)
+        _check_range("defense.lorec_lambda_align", self.lorec_lambda_align, 0.0)
+        _check_range("defense.lorec_init_weight", self.lorec_init_weight, 0.0, lo_open=True)
+        _check_range("defense.apr_eps", self.apr_eps, 0.0)
+        _check_range("defense.apr_reg", self.apr_reg, 0.0)
 
 
 @dataclass(frozen=True)
@@ -254,6 +268,9 @@ class LLMConfig(_Section):
 
     def _validate(self) -> None:
         _check_choice("llm.backend", self.backend, LLM_BACKENDS)
+        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
+            raise ConfigError(f"llm.device: {self.device!r} is not one of auto, cpu, cuda, "
+                              "cuda:N")
         _check_range("llm.vllm_kv_cache_gib", self.vllm_kv_cache_gib, 0.0, lo_open=True)
         _check_range("llm.max_batch", self.max_batch, 1)
         _check_range("llm.max_wait_ms", self.max_wait_ms, 0.0)
@@ -268,8 +285,11 @@ class EvalConfig(_Section):
     batch_size: int = 512
 
     def _validate(self) -> None:
-        for k in self.ks + self.target_ks:
+        for k in self.ks:
             _check_range("eval.ks", k, 1)
+        for k in self.target_ks:
+            _check_range("eval.target_ks", k, 1)
+        _check_range("eval.batch_size", self.batch_size, 1)
 
 
 @dataclass(frozen=True)
@@ -283,11 +303,25 @@ class JobConfig(_Section):
     seed: int = 0
 
     def _validate(self) -> None:
+        """Combinations that cannot run fail here, before data loading or a sweep's trials."""
         _check_range("seed", self.seed, 0)
-        if self.attack.name == "badrec" and self.model.backbone != "llmrec" \
-                and self.model.items != "text":
+        backbone = self.model.backbone
+        if self.attack.name == "badrec" and backbone != "llmrec" and self.model.items != "text":
             raise ConfigError("model.items: BadRec poisons titles, so it needs 'text' items "
                               "or the 'llmrec' backbone")
+        if backbone == "pop" and self.model.items == "text":
+            raise ConfigError("model.items: 'pop' counts interactions and reads no titles; "
+                              "use items='id'")
+        if self.defense.name == "lorec" and backbone in ("pop", "llmrec"):
+            raise ConfigError(f"defense.name: lorec needs a sequential backbone (sasrec, "
+                              f"gru4rec, bert4rec), got model.backbone={backbone!r}")
+        if self.defense.name == "lorec" and self.defense.lorec_start_epoch > self.model.epochs:
+            raise ConfigError(f"defense.lorec_start_epoch: {self.defense.lorec_start_epoch} is "
+                              f"after the last epoch (model.epochs={self.model.epochs}), so "
+                              "LoRec would never reweight")
+        if self.defense.name == "apr" and backbone in ("pop", "llmrec"):
+            raise ConfigError(f"defense.name: apr trains item vectors adversarially; "
+                              f"model.backbone={backbone!r} has none")
 
     # ---- conversion -------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -345,6 +379,8 @@ class JobConfig(_Section):
             raw = yaml.safe_load(Path(path).read_text()) or {}
         except FileNotFoundError:
             raise ConfigError(f"{path}: config file not found") from None
+        except (OSError, UnicodeDecodeError) as err:
+            raise ConfigError(f"{path}: cannot read the config file ({err})") from None
         except yaml.YAMLError as err:
             mark = getattr(err, "problem_mark", None)
             line = f":{mark.line + 1}" if mark else ""
@@ -359,3 +395,17 @@ class JobConfig(_Section):
         merged = self.flat()
         merged.update(dotted)
         return JobConfig.from_dict(merged)
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """``--set KEY=VALUE`` -> (key, value); the value is YAML (``0.1``, ``[1, 2]``, ``null``)."""
+    import yaml
+
+    key, sep, raw = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {item!r}: expected KEY=VALUE")
+    try:
+        return key.strip(), yaml.safe_load(raw)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"--set {item!r}: the value is not valid YAML "
+                          f"({getattr(err, 'problem', err)})") from None

@@ -14,6 +14,7 @@ import datetime as _dt
 import itertools
 import json
 import os
+import re
 import resource
 import sys
 import tempfile
@@ -25,7 +26,7 @@ from typing import Any
 
 from ray.tune import Callback
 
-from .config import JobConfig
+from .config import JobConfig, parse_override
 from .errors import ConfigError, RecsecError
 from .tracking import (
     TrackingStore,
@@ -45,6 +46,7 @@ AXES: dict[str, tuple[str, type]] = {
     "items": ("model.items", str),
     "attack": ("attack.name", str),
     "poison_rate": ("attack.poison_rate", float),
+    "badrec_fraction": ("attack.badrec_fraction", float),
     "trigger_level": ("attack.trigger_level", str),
     "defense": ("defense.name", str),
     "seed": ("seed", int),
@@ -93,7 +95,6 @@ class TrialContext:
     cpus: float
     progress: bool
     llm_service: str | None = None  # name of the shared LLM actor, if the sweep started one
-    job_fn: Callable[..., dict[str, float]] | None = None  # None: recsec_ray.job.run
 
 
 @dataclass
@@ -117,6 +118,10 @@ class SweepResult:
 def expand(spec: SweepSpec) -> list[JobConfig]:
     """Every trial's config, validated now so a bad value fails before any trial starts."""
     keys = list(spec.grid)
+    for k in keys:
+        if len(set(map(repr, spec.grid[k]))) != len(spec.grid[k]):
+            raise ConfigError(f"{k}: the sweep lists a value twice ({spec.grid[k]}); two trials "
+                              "would share one MLflow run")
     configs = []
     for values in itertools.product(*(spec.grid[k] for k in keys)):
         point = dict(zip(keys, values, strict=True))
@@ -188,21 +193,17 @@ def trainable(config: dict[str, Any], ctx: TrialContext) -> None:
         from .llm import get_client
 
         llm = get_client(cfg.llm, service_name=ctx.llm_service)
-    curve: list[dict[str, Any]] = []
 
     def on_epoch(row: dict[str, Any]) -> None:
-        step = int(row.get("epoch", len(curve)))
+        step = int(row.get("epoch", 0))
         values = {k: float(v) for k, v in row.items()
                   if k != "epoch" and isinstance(v, (int, float)) and not isinstance(v, bool)}
-        curve.append({"epoch": step, **values})
         tracker.submit("log_metrics", start.run_id, {f"epoch/{k}": v for k, v in values.items()},
                        step=step)
         tune.report({"epoch": step, **values})
 
-    if ctx.job_fn is None:
-        from .job import run as job_fn
-    else:
-        job_fn = ctx.job_fn
+    from .job import run as job_fn
+
     with tempfile.TemporaryDirectory(prefix="recsec-trial-") as art:
         try:
             metrics = job_fn(cfg, llm=llm, progress=ctx.progress, artifacts_dir=art,
@@ -318,7 +319,11 @@ def _init_ray(spec: SweepSpec) -> bool:
     env = {k: v for k, v in os.environ.items()
            if k.startswith(("RECSEC_", "HF_", "TRANSFORMERS_", "VLLM_"))}
     if spec.ray_address:
-        ray.init(address=spec.ray_address, runtime_env={"env_vars": env} if env else None)
+        try:
+            ray.init(address=spec.ray_address, runtime_env={"env_vars": env} if env else None)
+        except (ConnectionError, RuntimeError, ValueError) as err:
+            raise RecsecError(f"--ray-address {spec.ray_address}: cannot connect ({err})") \
+                from None
     else:
         # "local": a fresh instance even when `ray start` left a cluster running here
         ray.init(address="local", num_cpus=spec.num_cpus, num_gpus=spec.num_gpus,
@@ -336,7 +341,9 @@ def find_resumable(storage: str, name: str) -> str | None:
     from ray.tune import Tuner
 
     root = Path(storage)
-    found = [p for p in root.glob(f"{name}-*") if p.is_dir() and Tuner.can_restore(str(p))]
+    own = re.compile(rf"{re.escape(name)}-\d{{8}}-\d{{6}}-\d{{4}}")  # not "{name}-smoke-..."
+    found = [p for p in root.glob(f"{name}-*") if own.fullmatch(p.name) and p.is_dir()
+             and Tuner.can_restore(str(p))]
     return max(found, key=lambda p: p.stat().st_mtime).name if found else None
 
 
@@ -407,8 +414,7 @@ def _stop_llm(name: str | None) -> dict[str, Any] | None:
     return stats
 
 
-def run_sweep(spec: SweepSpec, *, job_fn: Callable[..., dict[str, float]] | None = None
-              ) -> SweepResult:
+def run_sweep(spec: SweepSpec) -> SweepResult:
     """Run (or resume) the sweep; blocks until every trial has finished or given up."""
     from ray import tune
 
@@ -424,6 +430,7 @@ def run_sweep(spec: SweepSpec, *, job_fn: Callable[..., dict[str, float]] | None
     uri = resolve_uri(spec.mlflow_uri)
     store = TrackingStore(uri)  # the driver's writes happen before and after the trials
     exp_id = store.experiment(spec.name)
+    started_ray = _init_ray(spec)  # before the parent run: a bad address leaves no RUNNING run
     parent = store.start_sweep(
         exp_id, sweep_id, run_name=sweep_id,
         params={**{f"grid.{k}": v for k, v in spec.grid.items()},
@@ -431,8 +438,6 @@ def run_sweep(spec: SweepSpec, *, job_fn: Callable[..., dict[str, float]] | None
                 "cpus_per_trial": spec.cpus_per_trial, "gpus_per_trial": spec.gpus_per_trial,
                 "max_failures": spec.max_failures, "n_trials": len(configs)},
         tags={"recsec.storage": f"{storage}/{sweep_id}"})
-
-    started_ray = _init_ray(spec)
     import ray
 
     writer = llm = llm_placement = None
@@ -444,8 +449,7 @@ def run_sweep(spec: SweepSpec, *, job_fn: Callable[..., dict[str, float]] | None
             store.set_tags(parent, {"recsec.llm.placement": json.dumps(llm_placement)})
         ctx = TrialContext(uri=uri, experiment_id=exp_id, parent_run_id=parent,
                            writer=writer_name(sweep_id) if writer is not None else None,
-                           cpus=spec.cpus_per_trial, progress=spec.progress, llm_service=llm,
-                           job_fn=job_fn)
+                           cpus=spec.cpus_per_trial, progress=spec.progress, llm_service=llm)
         resources = {"cpu": spec.cpus_per_trial, "gpu": spec.gpus_per_trial}
         fn = tune.with_resources(tune.with_parameters(trainable, ctx=ctx), resources)
         _DRIVER_STATE[sweep_id] = (ctx, len(configs))
@@ -591,8 +595,6 @@ def spec_from_args(args: argparse.Namespace, *, name: str, grid: dict[str, list[
                    smoke_fixed: dict[str, Any] | None = None) -> SweepSpec:
     """Grid and fixed values = the script's default (or its --full / --smoke ones), then the
     axis flags, then --set."""
-    import yaml
-
     chosen = dict(full if args.full and full else smoke if args.smoke and smoke else grid)
     values = dict(smoke_fixed if args.smoke and smoke_fixed is not None else fixed or {})
     for axis, (key, _) in AXES.items():
@@ -601,17 +603,14 @@ def spec_from_args(args: argparse.Namespace, *, name: str, grid: dict[str, list[
             values.pop(key, None)
             chosen[key] = given
     for item in args.set:
-        key, sep, raw = item.partition("=")
-        if not sep:
-            raise RecsecError(f"--set {item!r}: expected KEY=VALUE")
-        value = yaml.safe_load(raw)
+        key, value = parse_override(item)
         if key in chosen:
             chosen[key] = value if isinstance(value, list) else [value]
         else:
             values[key] = value
     # one-value axes are settings, not dimensions of the table
     for key in [k for k, v in chosen.items() if len(v) == 1 and k not in
-                ("attack.poison_rate", "defense.name", "seed")]:
+                ("attack.poison_rate", "attack.badrec_fraction", "defense.name", "seed")]:
         values[key] = chosen.pop(key)[0]
     suffix = "-smoke" if args.smoke else "-full" if args.full else ""
     return SweepSpec(
@@ -624,10 +623,11 @@ def spec_from_args(args: argparse.Namespace, *, name: str, grid: dict[str, list[
         llm_cpus=args.llm_cpus, progress=args.progress)
 
 
-def main_sweep(args: argparse.Namespace, spec: SweepSpec) -> int:
-    """Run a sweep script's spec, print the closing report; one-line errors, exit code 2."""
+def main_sweep(args: argparse.Namespace, **script: Any) -> int:
+    """Run a sweep script (``script``: ``spec_from_args``'s keywords), print the closing
+    report; one-line errors, exit code 2."""
     try:
-        result = run_sweep(spec)
+        result = run_sweep(spec_from_args(args, **script))
     except RecsecError as err:
         print(f"sweep: error: {err}", file=sys.stderr)
         return 2

@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from .errors import ConfigError
+
 DEFAULT_URI = "sqlite:///mlflow.db"
 TAG_PARENT = "mlflow.parentRunId"
 TAG_KIND = "recsec.kind"  # "sweep" (parent) or "trial" (child)
@@ -50,7 +52,7 @@ def resolve_uri(uri: str | None = None) -> str:
         if path != ":memory:":
             uri = "sqlite:///" + str(Path(path).resolve())
     elif "://" not in uri:
-        raise ValueError(f"mlflow uri {uri!r}: expected sqlite:///PATH or http(s)://HOST:PORT "
+        raise ConfigError(f"mlflow uri {uri!r}: expected sqlite:///PATH or http(s)://HOST:PORT "
                          "(MLflow 3 refuses the old ./mlruns file store)")
     return uri
 
@@ -147,6 +149,7 @@ class TrackingStore:
                                             f"tags.`{TAG_KIND}` = 'sweep'")
         if found:
             run_id = found[0].info.run_id
+            _check_same_grid(sweep_id, found[0].data.params, params)
             with_retry(lambda: self.client.update_run(run_id, status="RUNNING"))
             return run_id
         run = with_retry(lambda: self.client.create_run(
@@ -161,14 +164,12 @@ class TrackingStore:
             self.log_metrics(run_id, metrics)
         with_retry(lambda: self.client.set_terminated(run_id, status))
 
-    def find_sweep(self, experiment_name: str, sweep_id: str | None = None):
-        """The parent run of ``sweep_id`` (None: the latest sweep) in ``experiment_name``."""
+    def find_sweep(self, experiment_name: str):
+        """The parent run of the latest sweep in ``experiment_name``."""
         exp = with_retry(lambda: self.client.get_experiment_by_name(experiment_name))
         if exp is None:
             return None
         flt = f"tags.`{TAG_KIND}` = 'sweep'"
-        if sweep_id:
-            flt += f" and tags.`{TAG_SWEEP_ID}` = '{sweep_id}'"
         runs = self._search(exp.experiment_id, flt, order_by=["attributes.start_time DESC"])
         return runs[0] if runs else None
 
@@ -215,18 +216,6 @@ class TrackingStore:
             chunk = items[i:i + _METRICS_PER_BATCH]
             with_retry(self.client.log_batch, run_id, metrics=chunk)
 
-    def log_curve(self, run_id: str, rows: list[dict[str, Any]], prefix: str = "epoch/") -> None:
-        """Per-epoch values as step metrics (step = epoch), one batch."""
-        from mlflow.entities import Metric
-
-        ts = int(time.time() * 1000)
-        items = [Metric(metric_name(prefix + k), float(v), ts, int(row.get("epoch", i)))
-                 for i, row in enumerate(rows) for k, v in row.items()
-                 if k != "epoch" and _is_number(v)]
-        for i in range(0, len(items), _METRICS_PER_BATCH):
-            chunk = items[i:i + _METRICS_PER_BATCH]
-            with_retry(self.client.log_batch, run_id, metrics=chunk)
-
     def set_tags(self, run_id: str, tags: dict[str, str]) -> None:
         from mlflow.entities import RunTag
 
@@ -244,12 +233,9 @@ class TrackingStore:
             with_retry(lambda: self.client.log_artifacts(run_id, tmp, artifact_path))
 
     def finish_trial(self, run_id: str, metrics: dict[str, float], files: dict[str, bytes],
-                     curve: list[dict[str, Any]] | None = None,
                      tags: dict[str, str] | None = None) -> None:
         """Everything a successful attempt leaves, then FINISHED (last, so a run marked
         FINISHED is always complete)."""
-        if curve:
-            self.log_curve(run_id, curve)
         if tags:
             self.set_tags(run_id, tags)
         if files:
@@ -286,6 +272,20 @@ class TrackingStore:
         for i in range(0, len(items), _PARAMS_PER_BATCH):
             chunk = items[i:i + _PARAMS_PER_BATCH]
             with_retry(self.client.log_batch, run_id, params=chunk)
+
+
+def _check_same_grid(sweep_id: str, logged: dict[str, str], params: dict[str, Any]) -> None:
+    """A resumed sweep must be the one started: the grid and fixed values come from the
+    command line, so a resume with other axis flags would run and count other trials."""
+    keys = {k for k in [*logged, *params] if k.startswith(("grid.", "fixed."))}
+    diff = sorted(k for k in keys if logged.get(k) != (
+        _param_value(params[k]) if k in params else None))
+    if diff:
+        shown = "; ".join(f"{k}: started {logged.get(k)!r}, now "
+                          f"{_param_value(params[k]) if k in params else None!r}"
+                          for k in diff[:4])
+        raise ConfigError(f"--resume {sweep_id}: the command line gives another grid than the "
+                          f"sweep was started with ({shown}); repeat its original flags")
 
 
 def _is_number(v: Any) -> bool:

@@ -3,14 +3,15 @@
 unseen).
 
     .venv/bin/python sweeps/attack_matrix.py          # ML-100K, SASRec, 5 % fake users
-    .venv/bin/python sweeps/attack_matrix.py --full   # every attack and defense, three seeds
+    .venv/bin/python sweeps/attack_matrix.py --full   # every injection attack x user defense,
+                                                      # 3 backbones, 3 seeds (BadRec: backdoor.py)
 
 Same flags as sweeps/poison_rate.py (``--<axis> v1,v2``, ``--set``, ``--resume``, ...).
 """
 
 import sys
 
-from recsec_ray.sweep import main_sweep, spec_from_args, sweep_parser
+from recsec_ray.sweep import main_sweep, sweep_parser
 
 GRID = {
     "attack.name": ["random", "bandwagon"],
@@ -38,10 +39,9 @@ SMOKE_FIXED = {"data.name": "synthetic", "model.backbone": "sasrec", "model.epoc
 
 def main(argv=None) -> int:
     args = sweep_parser(__doc__).parse_args(argv)
-    spec = spec_from_args(args, name="attack_matrix", grid=GRID,
-                          fixed=FULL_FIXED if args.full else FIXED, full=FULL,
-                          smoke=SMOKE, smoke_fixed=SMOKE_FIXED)
-    return main_sweep(args, spec)
+    return main_sweep(args, name="attack_matrix", grid=GRID,
+                      fixed=FULL_FIXED if args.full else FIXED, full=FULL,
+                      smoke=SMOKE, smoke_fixed=SMOKE_FIXED)
 
 
 if __name__ == "__main__":

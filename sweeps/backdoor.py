@@ -4,17 +4,20 @@ table is defense x trigger level, for ASR@10 (attack), HR@10 (clean) and item F1
 
     .venv/bin/python sweeps/backdoor.py               # ML-100K, SASRec on title embeddings
     .venv/bin/python sweeps/backdoor.py --full        # + the LLM recommender, ONION, 3 seeds
+    .venv/bin/python sweeps/backdoor.py --badrec-fraction 0.01,0.05   # the budget axis
 
 Same flags as sweeps/poison_rate.py (``--<axis> v1,v2``, ``--set``, ``--resume``, ...).
 """
 
 import sys
 
-from recsec_ray.sweep import main_sweep, spec_from_args, sweep_parser
+from recsec_ray.sweep import main_sweep, sweep_parser
 
+# BadRec's budget is attack.badrec_fraction (fake interactions / real ones); poison_rate,
+# the fake-user count of the injection attacks, does not apply to it.
 GRID = {
     "attack.trigger_level": ["char", "word", "sentence"],
-    "attack.poison_rate": [0.01],
+    "attack.badrec_fraction": [0.01],
     "defense.name": ["none", "pscanner"],
     "seed": [0],
 }
@@ -25,14 +28,14 @@ FIXED = {"data.name": "ml-100k", "model.backbone": "sasrec", "model.items": "tex
 FULL = {
     "model.backbone": ["sasrec", "llmrec"],
     "attack.trigger_level": ["char", "word", "sentence"],
-    "attack.poison_rate": [0.01],
+    "attack.badrec_fraction": [0.01],
     "defense.name": ["none", "onion", "pscanner"],
     "seed": [0, 1, 2],
 }
 FULL_FIXED = {"data.name": "ml-100k", "model.items": "text", "attack.name": "badrec",
               "model.epochs": 200, "model.patience": 10}
 
-SMOKE = {"attack.trigger_level": ["char"], "attack.poison_rate": [0.01],
+SMOKE = {"attack.trigger_level": ["char"], "attack.badrec_fraction": [0.01],
          "defense.name": ["none"], "seed": [0]}
 SMOKE_FIXED = {"data.name": "synthetic", "model.backbone": "sasrec", "model.items": "text",
                "attack.name": "badrec", "model.epochs": 2, "model.dim": 16, "model.heads": 1}
@@ -40,10 +43,9 @@ SMOKE_FIXED = {"data.name": "synthetic", "model.backbone": "sasrec", "model.item
 
 def main(argv=None) -> int:
     args = sweep_parser(__doc__).parse_args(argv)
-    spec = spec_from_args(args, name="backdoor", grid=GRID,
-                          fixed=FULL_FIXED if args.full else FIXED, full=FULL,
-                          smoke=SMOKE, smoke_fixed=SMOKE_FIXED)
-    return main_sweep(args, spec)
+    return main_sweep(args, name="backdoor", grid=GRID,
+                      fixed=FULL_FIXED if args.full else FIXED, full=FULL,
+                      smoke=SMOKE, smoke_fixed=SMOKE_FIXED)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ interrupted run. Results: the tables printed at the end, MLflow, and ``recsec co
 
 import sys
 
-from recsec_ray.sweep import main_sweep, spec_from_args, sweep_parser
+from recsec_ray.sweep import main_sweep, sweep_parser
 
 # Laptop default: one victim and attack, three budgets, no defense vs. LoRec.
 GRID = {
@@ -42,10 +42,9 @@ SMOKE_FIXED = {"data.name": "synthetic", "model.backbone": "sasrec", "attack.nam
 
 def main(argv=None) -> int:
     args = sweep_parser(__doc__).parse_args(argv)
-    spec = spec_from_args(args, name="poison_rate", grid=GRID,
-                          fixed=FULL_FIXED if args.full else FIXED, full=FULL,
-                          smoke=SMOKE, smoke_fixed=SMOKE_FIXED)
-    return main_sweep(args, spec)
+    return main_sweep(args, name="poison_rate", grid=GRID,
+                      fixed=FULL_FIXED if args.full else FIXED, full=FULL,
+                      smoke=SMOKE, smoke_fixed=SMOKE_FIXED)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,14 @@
 import pytest
 
-from recsec_ray.config import AttackConfig, DataConfig, JobConfig, ModelConfig
+from recsec_ray.config import (
+    AttackConfig,
+    DataConfig,
+    DefenseConfig,
+    EvalConfig,
+    JobConfig,
+    LLMConfig,
+    ModelConfig,
+)
 from recsec_ray.errors import ConfigError
 
 BAD = [
@@ -19,6 +27,17 @@ BAD = [
     (lambda: DataConfig(name="custom"), "data.interactions and data.titles"),
     (lambda: JobConfig(seed=-1), "seed: -1 must be >= 0"),
     (lambda: JobConfig(attack=AttackConfig(name="badrec")), "model.items: BadRec"),
+    (lambda: AttackConfig(name="badrec", poison_rate=0.01), "attack.poison_rate: BadRec"),
+    (lambda: AttackConfig(poison_rate=float("nan")), "attack.poison_rate: nan must be a finite number"),
+    (lambda: EvalConfig(batch_size=0), "eval.batch_size"),
+    (lambda: EvalConfig(target_ks=(0,)), "eval.target_ks"),
+    (lambda: JobConfig(model=ModelConfig(backbone="pop", items="text")), "model.items: 'pop'"),
+    (lambda: JobConfig(model=ModelConfig(backbone="llmrec"), defense=DefenseConfig(name="lorec")),
+     "defense.name: lorec needs"),
+    (lambda: JobConfig(model=ModelConfig(epochs=20), defense=DefenseConfig(name="lorec")),
+     "defense.lorec_start_epoch"),
+    (lambda: DefenseConfig(apr_eps=-1.0), "defense.apr_eps"),
+    (lambda: LLMConfig(device="tpu"), "llm.device"),
 ]
 
 

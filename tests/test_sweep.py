@@ -34,7 +34,7 @@ from recsec_ray.tracking import TAG_PARENT, TAG_TRIAL_KEY, TrackingStore
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {"data.name": "synthetic", "data.synthetic_users": 120, "data.synthetic_items": 80,
         "model.backbone": "sasrec", "model.dim": 16, "model.heads": 1, "model.epochs": 2,
-        "attack.name": "bandwagon"}
+        "attack.name": "bandwagon", "defense.lorec_start_epoch": 1}
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from recsec_ray.errors import ConfigError
 from recsec_ray.tracking import (
     TAG_KIND,
     TAG_PARENT,
@@ -54,9 +55,13 @@ def test_child_runs_nested_and_resume_idempotent(uri):
     store = TrackingStore(uri)
     exp = store.experiment("sweep-a")
     assert store.experiment("sweep-a") == exp
-    parent = store.start_sweep(exp, "sweep-a-1", run_name="sweep-a-1", params={"n": 2},
-                               tags={})
-    assert store.start_sweep(exp, "sweep-a-1", run_name="x", params={}, tags={}) == parent
+    grid = {"grid.seed": [0, 1], "fixed.model.dim": 16}
+    parent = store.start_sweep(exp, "sweep-a-1", run_name="sweep-a-1",
+                               params={"n": 2, **grid}, tags={})
+    assert store.start_sweep(exp, "sweep-a-1", run_name="x", params=grid, tags={}) == parent
+    with pytest.raises(ConfigError, match=r"--resume sweep-a-1: .*grid.seed: started '\[0, 1\]'"):
+        store.start_sweep(exp, "sweep-a-1", run_name="x", params={**grid, "grid.seed": [0]},
+                          tags={})
 
     key = trial_key({"seed": 0})
     first = store.start_trial(exp, parent, key, run_name="t0", params={"seed": 0})
@@ -66,9 +71,10 @@ def test_child_runs_nested_and_resume_idempotent(uri):
     retry = store.start_trial(exp, parent, key, run_name="t0", params={"seed": 0})
     assert retry.attempt == 2 and retry.run_id != first.run_id
     assert store.client.get_run(first.run_id).info.status == "FAILED"
+    for step, loss in enumerate([2.0, 1.5]):  # a trial's per-epoch curve, as it trains
+        store.log_metrics(retry.run_id, {"epoch/loss": loss}, step=step)
     store.finish_trial(retry.run_id, {"hr@10": 0.25, "t_hr@50": 0.5},
-                       {"config.yaml": b"seed: 0\n", "sub/scores.parquet": b"PAR1"},
-                       curve=[{"epoch": 0, "loss": 2.0}, {"epoch": 1, "loss": 1.5}])
+                       {"config.yaml": b"seed: 0\n", "sub/scores.parquet": b"PAR1"})
     run = store.client.get_run(retry.run_id)
     assert run.info.status == "FINISHED"
     assert run.data.tags[TAG_PARENT] == parent and run.data.tags[TAG_TRIAL_KEY] == key
