@@ -307,6 +307,15 @@ def test_llmrec_one_pass_scoring_and_metrics(tiny_llmrec, data):
     assert set(a) == {"asr@1"} and 0 <= a["asr@1"] <= 1
 
 
+def test_llmrec_ties_earn_no_hits(tiny_llmrec, data, monkeypatch):
+    """Equal label scores rank the first label first, as everywhere else: not the gold one."""
+    rec = tiny_llmrec
+    gold = np.array([g for _, _, g in rec.eval_cases(data, data.n_users)])
+    monkeypatch.setattr(rec, "label_scores", lambda prompts: (
+        np.zeros((len(prompts), 3)), np.ones(len(prompts), dtype=bool)))
+    assert rec.evaluate(data, data.n_users)["hr@1"] == pytest.approx(np.mean(gold == 0))
+
+
 def test_llmrec_stratified_subset_keeps_poison_share(tiny_llmrec):
     import dataclasses as dc
 

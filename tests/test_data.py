@@ -119,7 +119,8 @@ def test_k_core_min_rating_and_max_len(tmp_path):
 def test_custom_parquet_and_iso_dates(tmp_path):
     root = copy_fixture(tmp_path, "custom")
     table = pacsv.read_csv(root / "custom" / "interactions.csv")
-    ts = pa.array(table.column("timestamp").to_numpy() * 1000, pa.timestamp("ms"))
+    # milliseconds with a sub-second part: read as whole seconds, never an Arrow error
+    ts = pa.array(table.column("timestamp").to_numpy() * 1000 + 250, pa.timestamp("ms"))
     table = table.set_column(table.column_names.index("timestamp"), "timestamp", ts)
     pq.write_table(table, root / "custom" / "inter.parquet")
     pq.write_table(pacsv.read_csv(root / "custom" / "titles.csv"), root / "custom" / "t.pq")

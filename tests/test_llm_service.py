@@ -151,6 +151,15 @@ def test_long_prompts_are_truncated_from_the_left(tmp_path):
         s.close()
 
 
+def test_a_limit_without_room_for_text_is_refused(svc):
+    from recsec_ray.llm.backend import encode_text
+
+    info = svc.table.info("minilm")  # adds [CLS] and [SEP]
+    assert len(encode_text(info, "one two three four", 3, 0)) == 3
+    with pytest.raises(LLMRequestError, match="leaves no room"):
+        encode_text(info, "one two three four", 2, 0)
+
+
 def _make_adapter(folder, seed: int = 0) -> None:
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM

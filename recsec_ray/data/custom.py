@@ -89,7 +89,8 @@ def _parquet_columns(path: Path, wanted: tuple[str, ...], optional: tuple[str, .
                 row = int(np.argmax(np.asarray(col.is_null())))
                 raise DataFileError(path, f"empty {c!r} (row {row + 1})", row + 1)
             if pa.types.is_timestamp(col.type) or pa.types.is_date(col.type):
-                col = col.cast(pa.timestamp("s")).cast(pa.int64())
+                # whole seconds: sub-second parts are dropped, not an error
+                col = col.cast(pa.timestamp("s"), safe=False).cast(pa.int64())
             cols[c] = col.to_pylist()
     return cols, list(range(1, table.num_rows + 1))
 
@@ -103,13 +104,14 @@ def _timestamps(path: Path, values: list, lines: list[int]) -> np.ndarray:
     for i, v in enumerate(values):
         s = str(v).strip()
         try:
-            f = float(s)
-            if not np.isfinite(f):
-                raise ValueError
+            f: float | None = float(s)
+        except ValueError:
+            f = None
+        if f is not None:
+            if not (np.isfinite(f) and -2**62 < f < 2**62):
+                raise DataFileError(path, f"timestamp {s[:40]!r} is out of range", lines[i])
             out[i] = int(f)
             continue
-        except ValueError:
-            pass
         try:
             d = datetime.fromisoformat(s)
         except ValueError:

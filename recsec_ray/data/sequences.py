@@ -34,12 +34,6 @@ class SequenceData:
     def train_seq(self, u: int) -> np.ndarray:
         return self.seqs[u][:-2]
 
-    def valid_target(self, u: int) -> int:
-        return int(self.seqs[u][-2])
-
-    def test_target(self, u: int) -> int:
-        return int(self.seqs[u][-1])
-
     def item_counts(self, part: str = "train") -> np.ndarray:
         """Interaction counts per item index (length n_items + 1) over train parts or all."""
         parts = [s[:-2] for s in self.seqs] if part == "train" else self.seqs
@@ -55,11 +49,6 @@ class SequenceData:
     def with_titles(self, titles: list[str]) -> SequenceData:
         assert len(titles) == len(self.titles)
         return replace(self, titles=list(titles))
-
-    def subset_users(self, keep: np.ndarray) -> SequenceData:
-        idx = np.flatnonzero(keep)
-        return replace(self, seqs=[self.seqs[i] for i in idx],
-                       user_ids=[self.user_ids[i] for i in idx] if self.user_ids else [])
 
     # ---- Arrow / Parquet ---------------------------------------------------------------------
     def to_tables(self) -> tuple[pa.Table, pa.Table]:

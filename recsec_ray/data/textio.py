@@ -113,9 +113,12 @@ def int_column(path: Path, col, linenos: np.ndarray | None, what: str, *,
     except (ValueError, OverflowError):
         for i, v in enumerate(col):
             try:
-                int(v)
+                n = int(v)
             except ValueError:
                 raise DataFileError(path, f"non-numeric {what} {v[:40]!r}",
+                                    line_no(linenos, i)) from None
+            if not -2**63 <= n < 2**63:
+                raise DataFileError(path, f"{what} {v[:40]!r} out of range",
                                     line_no(linenos, i)) from None
         raise DataFileError(path, f"{what} out of range") from None
     if nonneg and len(arr) and arr.min() < 0:

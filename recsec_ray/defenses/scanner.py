@@ -6,7 +6,7 @@ last position against " Yes" / " No", exactly what ``LLMClient.score`` reads bac
 contrastive pairs: the same clean title once as is (No) and once with a synthetic trigger (Yes),
 so the only difference the model can latch onto is the trigger. The adapter is saved as
 safetensors and served by the shared LLM service; saving names it by the hash of its weights,
-so two different adapters can never share a name (the service caches by adapter name).
+so two different adapters can never share a name in the backends' adapter registries.
 """
 
 from __future__ import annotations

@@ -13,8 +13,6 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import numpy as np
-
 from ..errors import RecsecError
 from .models import ModelSpec, local_folder, offline_env, resolve_model
 
@@ -111,7 +109,10 @@ def encode_text(info: ModelInfo, text: str, limit: int, index: int) -> tuple[int
     if not body:
         raise LLMRequestError(f"text {index}: has no tokens")
     keep = limit - n_pre - n_suf
-    return tuple(full[:n_pre] + body[-keep:] + full[len(full) - n_suf:])
+    if keep < 1:
+        raise LLMRequestError(f"text {index}: a limit of {limit} tokens leaves no room for text "
+                              f"beside the model's {n_pre + n_suf} special tokens")
+    return tuple(full[:n_pre] + body[max(len(body) - keep, 0):] + full[len(full) - n_suf:])
 
 
 def encode_choices(info: ModelInfo, choices: list[str], limit: int) -> tuple[tuple[int, ...], ...]:
@@ -187,7 +188,3 @@ def check_adapter_folder(path: str) -> str:
         raise LLMRequestError(f"{folder}: no adapter_model.safetensors (pickled .bin adapters "
                               "are refused: loading them can execute code)")
     return str(folder.resolve())
-
-
-def as_array(rows: list[np.ndarray], dtype: type = np.float32) -> np.ndarray:
-    return np.stack(rows).astype(dtype, copy=False) if rows else np.zeros((0, 0), dtype)

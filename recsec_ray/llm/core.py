@@ -103,13 +103,24 @@ class LLMService:
         if key not in self._fingerprints:
             info = self.table.info(model)
             if adapter is None:
-                files = sorted((p.name, p.stat().st_size) for p in Path(info.folder).iterdir()
+                # weights rewritten in place change mtime; CPU and GPU numbers differ slightly
+                files = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns)
+                               for p in Path(info.folder).iterdir()
                                if p.suffix in (".safetensors", ".bin", ".json"))
-                self._fingerprints[key] = make_key(info.folder, files)
+                self._fingerprints[key] = make_key(info.folder, files, self._device_kind())
             else:
-                data = (Path(info.adapters[adapter]) / "adapter_model.safetensors").read_bytes()
-                self._fingerprints[key] = hashlib.sha256(data).hexdigest()
+                folder = Path(info.adapters[adapter])
+                digest = hashlib.sha256()
+                for name in ("adapter_config.json", "adapter_model.safetensors"):
+                    digest.update((folder / name).read_bytes())
+                self._fingerprints[key] = digest.hexdigest()
         return self._fingerprints[key]
+
+    def _device_kind(self) -> str:
+        device = getattr(self.backend, "device", None)
+        if device is None:
+            device = "cuda" if getattr(self.backend, "on_gpu", False) else "cpu"
+        return str(device).split(":")[0]
 
     # ---- calls -----------------------------------------------------------------------------
     def begin(self, call: str, texts: list[str], *, model: str | None = None,
@@ -191,7 +202,7 @@ class LLMService:
                 raise LLMRequestError(f"generate: max_tokens={max_new} leaves no room for the "
                                       f"prompt in the model's context ({info.context})")
             jp = (max_new, temperature, int(seed))
-            return limit, jp, jp
+            return limit, jp, (limit, *jp)
         choices = params.pop("choices", None)
         if params:
             raise LLMRequestError(f"score: unexpected parameters {sorted(params)}")

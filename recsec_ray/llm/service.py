@@ -4,7 +4,8 @@ The driver calls ``start_service`` before trials start; trials reach it by name 
 ``llm.get_client``. The actor is asynchronous (many trials' calls in flight at once, batched by
 the backend) and restartable: if its process dies, Ray restarts it (``max_restarts``), Ray
 retries the in-flight calls on the new process (``max_task_retries``), and the client retries
-once more itself, re-registering the adapters it loaded, so a caller gets the right answer.
+up to ``retries`` times more itself (the restarted actor reloads its adapters), so a caller
+gets the right answer. Calls have no deadline: on a CPU one legitimately takes minutes.
 """
 
 from __future__ import annotations
@@ -150,7 +151,7 @@ class ActorClient(_Counting):
 
     def _invoke(self, method: str, *args: Any) -> Any:
         import ray
-        from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
+        from ray.exceptions import RayActorError, RayTaskError
 
         last: BaseException | None = None
         for attempt in range(self.retries + 1):
@@ -159,7 +160,7 @@ class ActorClient(_Counting):
             except RayTaskError as err:  # the call itself failed: show the user's error
                 cause = err.cause if getattr(err, "cause", None) is not None else err
                 raise cause from None
-            except (RayActorError, GetTimeoutError) as err:
+            except RayActorError as err:
                 last = err
                 self.retried += 1
                 time.sleep(self.backoff_s * (attempt + 1))

@@ -95,6 +95,7 @@ class VLLMBackend:
         self.step_seqs = 0
         self.max_batch_seen = 0
         self._closed = False
+        self._close_lock = threading.Lock()  # no put after "stop": its future would hang
         self._thread = threading.Thread(target=self._loop, name="vllm-stepper", daemon=True)
         self._thread.start()
 
@@ -204,11 +205,12 @@ class VLLMBackend:
         return np.array(vals, dtype=np.float64)
 
     def submit(self, jobs: list[Job]) -> list[Future]:
-        if self._closed:
-            raise RuntimeError("the vllm backend is closed")
         futures = [Future() for _ in jobs]
-        for job, fut in zip(jobs, futures):
-            self._inbox.put(("job", job, fut))
+        with self._close_lock:
+            if self._closed:
+                raise RuntimeError("the vllm backend is closed")
+            for job, fut in zip(jobs, futures):
+                self._inbox.put(("job", job, fut))
         return futures
 
     def _in_thread(self, fn):
@@ -216,10 +218,11 @@ class VLLMBackend:
         thread which built an engine (its OpenMP thread count) is the one running it."""
         if threading.current_thread() is self._thread:
             return fn()
-        if self._closed:
-            raise RuntimeError("the vllm backend is closed")
         fut: Future = Future()
-        self._inbox.put(("task", fn, fut))
+        with self._close_lock:
+            if self._closed:
+                raise RuntimeError("the vllm backend is closed")
+            self._inbox.put(("task", fn, fut))
         return fut.result()
 
     def run_offline(self, jobs: list[Job]) -> list[Any]:
@@ -274,9 +277,8 @@ class VLLMBackend:
                     continue
                 try:
                     outs = eng.llm_engine.step()
-                except Exception as err:  # noqa: BLE001 - the engine is broken for everyone
-                    self._fail_all(pending, err)
-                    live.clear()
+                except Exception as err:  # noqa: BLE001 - fail this engine's requests only
+                    self._fail_engine(eng, err, live, pending)
                     continue
                 self.steps += 1
                 running = sum(1 for e, *_ in live.values() if e is eng)
@@ -337,6 +339,19 @@ class VLLMBackend:
         fut.set_result(res)
 
     @staticmethod
+    def _fail_engine(eng, err: BaseException, live: dict, pending: dict) -> None:
+        """Abort what ``eng`` still runs (left in, it would fail every later step too) and
+        fail those callers; a job's requests all live on one engine."""
+        dead = [rid for rid, v in live.items() if v[0] is eng]
+        with contextlib.suppress(Exception):  # the step already failed; callers learn why
+            eng.llm_engine.abort_request(dead)
+        for rid in dead:
+            fut = live.pop(rid)[2]
+            pending.pop(id(fut), None)
+            if not fut.done():
+                fut.set_exception(err)
+
+    @staticmethod
     def _fail_all(pending: dict, err: BaseException) -> None:
         for job, fut, _, _ in list(pending.values()):
             if not fut.done():
@@ -358,10 +373,11 @@ class VLLMBackend:
         self._engines.clear()
 
     def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        self._inbox.put("stop")
+        with self._close_lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._inbox.put("stop")
         self._thread.join(timeout=30)
 
 

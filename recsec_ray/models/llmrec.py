@@ -209,7 +209,11 @@ class LLMRec:
         cases = self.eval_cases(data, n_real, part, exclude)
         scores, valid = self.label_scores([self.prompt(data.titles, h, c) for h, c, _ in cases])
         gold = np.array([g for _, _, g in cases])
-        rank = (scores > scores[np.arange(len(gold)), gold][:, None]).sum(1) + 1
+        g = scores[np.arange(len(gold)), gold][:, None]
+        # ties rank the smaller index first, as in ``metrics``: a model that cannot tell the
+        # labels apart earns no hits from it
+        ahead = (scores > g) | ((scores == g) & (np.arange(scores.shape[1]) < gold[:, None]))
+        rank = ahead.sum(1) + 1
         out = {f"hr@{k}": float(np.mean(rank <= k)) for k in ks}
         out["valid_ratio"] = float(np.mean(valid))
         return out
@@ -255,9 +259,12 @@ def train_and_evaluate(cfg, poisoned, sanitation, llm=None, *, device: str = "cp
                              "llmrec_eval_users": float(min(cfg.model.llmrec_eval_users,
                                                             poisoned.n_real))}
     start = time.perf_counter()
-    exclude = poisoned.targets if poisoned.trigger is not None else None
-    out.update(rec.evaluate(data, poisoned.n_real, exclude=exclude))
+    # real users' own histories (as for the other backbones), titles as the defense left them;
+    # negatives never include a training-time triggered item
+    real = poisoned.data.with_titles(data.titles)
+    exclude = np.flatnonzero(poisoned.poisoned_items) if poisoned.trigger is not None else None
+    out.update(rec.evaluate(real, poisoned.n_real, exclude=exclude))
     if poisoned.trigger is not None:
-        out.update(rec.asr(data, poisoned.n_real, poisoned.trigger, exclude=exclude))
+        out.update(rec.asr(real, poisoned.n_real, poisoned.trigger, exclude=exclude))
     out["time_eval_s"] = time.perf_counter() - start
     return out

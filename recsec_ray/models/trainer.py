@@ -12,7 +12,9 @@ and ``weights`` (B,). Epochs are numbered from 0.
 After each epoch the model is scored on the validation item of real users (full ranking);
 the weights with the best NDCG@10 are kept and restored, and training stops after
 ``cfg.patience`` epochs without improvement. Randomness (init aside, see ``build_model``)
-comes from ``seed`` alone and the caller's RNG state is left untouched.
+comes from ``seed`` alone and the caller's RNG state is left untouched. Same seed, same
+metrics holds bit for bit on CPU; on CUDA, atomics in ``index_add`` and cuDNN's GRU are not
+bit-deterministic, so GPU runs agree only to float noise (close, not equal).
 """
 
 from __future__ import annotations
