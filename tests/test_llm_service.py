@@ -151,6 +151,31 @@ def test_long_prompts_are_truncated_from_the_left(tmp_path):
         s.close()
 
 
+def test_a_backend_that_answers_at_once_does_not_deadlock(tmp_path):
+    """A future already done when the service adds its bookkeeping callback (a fast or
+    failing batch) runs that callback at once, inside the service's lock."""
+    from concurrent.futures import Future
+
+    s = LLMService(LLMConfig(backend="transformers", cache_dir=str(tmp_path)))
+
+    def instant(jobs):
+        futures = [Future() for _ in jobs]
+        for f in futures:
+            f.set_result(np.ones(3, dtype=np.float32))
+        return futures
+
+    s.backend.submit = instant
+    got = []
+    worker = threading.Thread(target=lambda: got.append(s.embed(["a title"])), daemon=True)
+    worker.start()
+    worker.join(timeout=60)
+    try:
+        assert not worker.is_alive(), "embed() deadlocked"
+        assert got[0].shape == (1, 3)
+    finally:
+        s.close()
+
+
 def test_a_limit_without_room_for_text_is_refused(svc):
     from recsec_ray.llm.backend import encode_text
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any, Protocol
 
 import numpy as np
@@ -52,11 +53,13 @@ class _Counting:
         self.calls = 0
         self.items = 0
         self.hits = 0
+        self._count_lock = threading.Lock()  # ONION calls one client from 8 threads
 
     def _count(self, n: int, hits: int) -> None:
-        self.calls += 1
-        self.items += n
-        self.hits += hits
+        with self._count_lock:
+            self.calls += 1
+            self.items += n
+            self.hits += hits
 
     def _client_stats(self, service: dict[str, Any]) -> dict[str, Any]:
         return {"calls": self.calls, "items": self.items, "cache_hits": self.hits,

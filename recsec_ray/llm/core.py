@@ -87,7 +87,7 @@ class LLMService:
             cache_root() / "llm"
         self.cache = ResultCache(self.cache_folder) if cfg.cache else None
         self._inflight: dict[str, Future] = {}
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # add_done_callback may run _done at once, inside it
         self._fingerprints: dict[tuple[str, str | None], str] = {}
         self.requests: Counter[str] = Counter()
         self.counts: Counter[str] = Counter()
@@ -168,11 +168,11 @@ class LLMService:
                     to_store[i] = keys[i]
                     self._inflight[keys[i]] = fut
                     fut.add_done_callback(lambda _f, k=keys[i]: self._done(k))
-        self.requests[call] += 1
-        self.counts["items"] += len(texts)
-        self.counts["cache_hits"] += hits
-        self.counts["dedup_hits"] += dedup
-        self.counts["computed"] += len(jobs)
+            self.requests[call] += 1  # under the lock: the actor serves calls from threads
+            self.counts["items"] += len(texts)
+            self.counts["cache_hits"] += hits
+            self.counts["dedup_hits"] += dedup
+            self.counts["computed"] += len(jobs)
         return Pending(call, values, futures, to_store, hits + dedup, self)
 
     def _done(self, key: str) -> None:
