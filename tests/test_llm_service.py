@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 
 import numpy as np
@@ -172,6 +173,12 @@ def test_a_backend_that_answers_at_once_does_not_deadlock(tmp_path):
     try:
         assert not worker.is_alive(), "embed() deadlocked"
         assert got[0].shape == (1, 3)
+
+        def locked(items):
+            raise sqlite3.OperationalError("database is locked")
+
+        s.cache.put_many = locked  # a cache that cannot store costs reuse, not the answer
+        assert s.embed(["another title"]).shape == (1, 3)
     finally:
         s.close()
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
+import sqlite3
 import threading
 import time
 from collections import Counter
@@ -31,6 +33,8 @@ from .backend import (
 )
 from .cache import ResultCache, make_key
 from .models import cache_root
+
+log = logging.getLogger(__name__)
 
 
 def make_backend(cfg: LLMConfig, table: ModelTable):
@@ -58,7 +62,10 @@ class Pending:
             if i in self.to_store:
                 fresh[self.to_store[i]] = self.values[i]
         if fresh and self._svc.cache is not None:
-            self._svc.cache.put_many(fresh)
+            try:
+                self._svc.cache.put_many(fresh)
+            except sqlite3.Error as err:  # the answers are computed; only reuse is lost
+                log.warning("LLM cache: could not store %d results (%s)", len(fresh), err)
         if self.call == "generate":
             return list(self.values)
         dtype = np.float32 if self.call == "embed" else np.float64
