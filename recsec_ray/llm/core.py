@@ -240,7 +240,9 @@ class LLMService:
         model = model or self.cfg.model
         check_adapter_folder(path)
         self.backend.load_adapter(name, path, model)
-        self._fingerprints.pop((model, name), None)
+        with self._lock:  # hashed now, from the files just loaded, not at first use
+            self._fingerprints.pop((model, name), None)
+            self._fingerprint(model, name)
 
     def preload(self, calls: tuple[str, ...] = ("embed", "score")) -> None:
         """Load the default model of each call before traffic arrives."""
