@@ -431,14 +431,20 @@ def run_sweep(spec: SweepSpec) -> SweepResult:
     store = TrackingStore(uri)  # the driver's writes happen before and after the trials
     exp_id = store.experiment(spec.name)
     started_ray = _init_ray(spec)  # before the parent run: a bad address leaves no RUNNING run
-    parent = store.start_sweep(
-        exp_id, sweep_id, run_name=sweep_id,
-        params={**{f"grid.{k}": v for k, v in spec.grid.items()},
-                **{f"fixed.{k}": v for k, v in spec.fixed.items()},
-                "cpus_per_trial": spec.cpus_per_trial, "gpus_per_trial": spec.gpus_per_trial,
-                "max_failures": spec.max_failures, "n_trials": len(configs)},
-        tags={"recsec.storage": f"{storage}/{sweep_id}"})
     import ray
+
+    try:
+        parent = store.start_sweep(
+            exp_id, sweep_id, run_name=sweep_id,
+            params={**{f"grid.{k}": v for k, v in spec.grid.items()},
+                    **{f"fixed.{k}": v for k, v in spec.fixed.items()},
+                    "cpus_per_trial": spec.cpus_per_trial, "gpus_per_trial": spec.gpus_per_trial,
+                    "max_failures": spec.max_failures, "n_trials": len(configs)},
+            tags={"recsec.storage": f"{storage}/{sweep_id}"})
+    except BaseException:  # e.g. a resume with another grid: leave no Ray behind
+        if started_ray:
+            ray.shutdown()
+        raise
 
     writer = llm = llm_placement = None
     t0 = time.time()

@@ -125,6 +125,10 @@ def test_one_child_run_per_trial_and_resume_adds_nothing(tmp_path, ray_gpus, mig
     assert sorted(r.info.run_id for r in _children(store, again)) == \
         sorted(r.info.run_id for r in runs)
     assert len(again.rows) == 2
+    # a resume with another grid is refused before anything runs
+    other = {"attack.poison_rate": [0.05], "defense.name": ["none"], "seed": [0]}
+    with pytest.raises(ConfigError, match="another grid"):
+        run_sweep(_spec(tmp_path, "smoke", resume="latest", grid=other))
 
 
 def test_gpu_requests_and_one_llm_load_per_sweep(tmp_path, ray_gpus, migrated_db):
