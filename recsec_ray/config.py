@@ -36,13 +36,14 @@ def _check_range(name: str, value: Any, lo: float | None = None, hi: float | Non
                  lo_open: bool = False) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ConfigError(f"{name}: expected a number, got {value!r}")
-    if not math.isfinite(value):
+    if isinstance(value, float) and not math.isfinite(value):
         raise ConfigError(f"{name}: {value!r} must be a finite number")
+    shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
     if lo is not None and (value < lo or (lo_open and value == lo)):
         op = ">" if lo_open else ">="
-        raise ConfigError(f"{name}: {value!r} must be {op} {lo}")
+        raise ConfigError(f"{name}: {shown} must be {op} {lo}")
     if hi is not None and value > hi:
-        raise ConfigError(f"{name}: {value!r} must be <= {hi}")
+        raise ConfigError(f"{name}: {shown} must be <= {hi}")
 
 
 class _Section:
@@ -107,7 +108,7 @@ class DataConfig(_Section):
         _check_choice("data.tie_rule", self.tie_rule, TIE_RULES)
         _check_range("data.k_core", self.k_core, 1)
         _check_range("data.max_len", self.max_len, 3)
-        _check_range("data.seed", self.seed, 0)
+        _check_range("data.seed", self.seed, 0, 2**32 - 1)
         _check_range("data.min_rating", self.min_rating, 0.0)
         _check_range("data.synthetic_users", self.synthetic_users, 1)
         _check_range("data.synthetic_items", self.synthetic_items, 10)
@@ -304,7 +305,7 @@ class JobConfig(_Section):
 
     def _validate(self) -> None:
         """Combinations that cannot run fail here, before data loading or a sweep's trials."""
-        _check_range("seed", self.seed, 0)
+        _check_range("seed", self.seed, 0, 2**32 - 1)  # np.random.seed bounds it
         backbone = self.model.backbone
         if self.attack.name == "badrec" and backbone != "llmrec" and self.model.items != "text":
             raise ConfigError("model.items: BadRec poisons titles, so it needs 'text' items "

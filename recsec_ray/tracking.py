@@ -275,8 +275,8 @@ class TrackingStore:
 
 
 def _check_same_grid(sweep_id: str, logged: dict[str, str], params: dict[str, Any]) -> None:
-    """A resumed sweep must be the one started: the grid and fixed values come from the
-    command line, so a resume with other axis flags would run and count other trials."""
+    """A resumed sweep must be the one started: Tune restores its own trials, but the trial
+    count, the tables and whether the shared LLM service starts come from the command line."""
     keys = {k for k in [*logged, *params] if k.startswith(("grid.", "fixed."))}
     diff = sorted(k for k in keys if logged.get(k) != (
         _param_value(params[k]) if k in params else None))

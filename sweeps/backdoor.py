@@ -1,6 +1,7 @@
 """Backdoor study: BadRec (triggers appended to target titles) against P-Scanner, per trigger
 level. Victims read titles (text items), so every trial uses the shared LLM service; the
-table is defense x trigger level, for ASR@10 (attack), HR@10 (clean) and item F1 (scanner).
+table is defense x trigger level (x budget, when --badrec-fraction sweeps it), for ASR@10
+(attack), HR@10 (clean) and item F1 (scanner).
 
     .venv/bin/python sweeps/backdoor.py               # ML-100K, SASRec on title embeddings
     .venv/bin/python sweeps/backdoor.py --full        # + the LLM recommender, ONION, 3 seeds

@@ -38,6 +38,7 @@ BAD = [
      "defense.lorec_start_epoch"),
     (lambda: DefenseConfig(apr_eps=-1.0), "defense.apr_eps"),
     (lambda: LLMConfig(device="tpu"), "llm.device"),
+    (lambda: JobConfig(seed=10**400), "seed: 1000000000000000000000000000000000000... must be <= 4294967295"),
 ]
 
 

@@ -42,7 +42,8 @@ class SequenceData:
 
     def with_users(self, extra: list[np.ndarray], extra_ids: list[str] | None = None
                    ) -> SequenceData:
-        ids = extra_ids or [f"fake-{i}" for i in range(len(extra))]
+        # ids stay aligned with rows, or stay absent (a defense's view has none)
+        ids = (extra_ids or [f"fake-{i}" for i in range(len(extra))]) if self.user_ids else []
         return replace(self, seqs=self.seqs + [np.asarray(s, dtype=np.int64) for s in extra],
                        user_ids=self.user_ids + ids)
 

@@ -83,6 +83,13 @@ class Pending:
         return self._assemble()
 
 
+def _adapter_digest(folder: str) -> str:
+    digest = hashlib.sha256()
+    for name in ("adapter_config.json", "adapter_model.safetensors"):
+        digest.update((Path(folder) / name).read_bytes())
+    return digest.hexdigest()
+
+
 class LLMService:
     """Thread-safe; one per process per config (see ``llm.get_client``)."""
 
@@ -116,11 +123,7 @@ class LLMService:
                                if p.suffix in (".safetensors", ".bin", ".json"))
                 self._fingerprints[key] = make_key(info.folder, files, self._device_kind())
             else:
-                folder = Path(info.adapters[adapter])
-                digest = hashlib.sha256()
-                for name in ("adapter_config.json", "adapter_model.safetensors"):
-                    digest.update((folder / name).read_bytes())
-                self._fingerprints[key] = digest.hexdigest()
+                self._fingerprints[key] = _adapter_digest(info.adapters[adapter])
         return self._fingerprints[key]
 
     def _device_kind(self) -> str:
@@ -240,9 +243,9 @@ class LLMService:
         model = model or self.cfg.model
         check_adapter_folder(path)
         self.backend.load_adapter(name, path, model)
-        with self._lock:  # hashed now, from the files just loaded, not at first use
-            self._fingerprints.pop((model, name), None)
-            self._fingerprint(model, name)
+        digest = _adapter_digest(self.table.info(model).adapters[name])  # now, not at first use
+        with self._lock:
+            self._fingerprints[(model, name)] = digest
 
     def preload(self, calls: tuple[str, ...] = ("embed", "score")) -> None:
         """Load the default model of each call before traffic arrives."""
