@@ -18,6 +18,7 @@ from .errors import ConfigError
 
 DATASETS = ("ml-100k", "ml-1m", "amazon", "custom", "synthetic")
 BACKBONES = ("pop", "sasrec", "gru4rec", "bert4rec", "llmrec")
+SEQUENTIAL = ("sasrec", "gru4rec", "bert4rec")  # backbones with an item table and states
 ATTACKS = ("none", "random", "bandwagon", "dp", "llm", "badrec")
 DEFENSES = ("none", "llm4dec", "lorec", "pscanner", "apr", "detector", "onion")
 TIE_RULES = ("file", "item", "random")
@@ -30,6 +31,11 @@ LOSSES = ("ce", "bce")
 def _check_choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
         raise ConfigError(f"{name}: {value!r} is not one of {', '.join(allowed)}")
+
+
+def _check_device(name: str, value: str) -> None:
+    if not (value in ("auto", "cpu", "cuda") or value.startswith("cuda:")):
+        raise ConfigError(f"{name}: {value!r} is not one of auto, cpu, cuda, cuda:N")
 
 
 def _check_range(name: str, value: Any, lo: float | None = None, hi: float | None = None,
@@ -166,9 +172,7 @@ class ModelConfig(_Section):
         if self.dim % self.heads:
             raise ConfigError(f"model.dim: {self.dim} must be divisible by model.heads "
                               f"({self.heads})")
-        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
-            raise ConfigError(f"model.device: {self.device!r} is not one of auto, cpu, cuda, "
-                              "cuda:N")
+        _check_device("model.device", self.device)
 
 
 POISON_RATE = 0.05
@@ -269,9 +273,7 @@ class LLMConfig(_Section):
 
     def _validate(self) -> None:
         _check_choice("llm.backend", self.backend, LLM_BACKENDS)
-        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
-            raise ConfigError(f"llm.device: {self.device!r} is not one of auto, cpu, cuda, "
-                              "cuda:N")
+        _check_device("llm.device", self.device)
         _check_range("llm.vllm_kv_cache_gib", self.vllm_kv_cache_gib, 0.0, lo_open=True)
         _check_range("llm.max_batch", self.max_batch, 1)
         _check_range("llm.max_wait_ms", self.max_wait_ms, 0.0)
@@ -313,14 +315,14 @@ class JobConfig(_Section):
         if backbone == "pop" and self.model.items == "text":
             raise ConfigError("model.items: 'pop' counts interactions and reads no titles; "
                               "use items='id'")
-        if self.defense.name == "lorec" and backbone in ("pop", "llmrec"):
-            raise ConfigError(f"defense.name: lorec needs a sequential backbone (sasrec, "
-                              f"gru4rec, bert4rec), got model.backbone={backbone!r}")
+        if self.defense.name == "lorec" and backbone not in SEQUENTIAL:
+            raise ConfigError(f"defense.name: lorec needs a sequential backbone "
+                              f"({', '.join(SEQUENTIAL)}), got model.backbone={backbone!r}")
         if self.defense.name == "lorec" and self.defense.lorec_start_epoch > self.model.epochs:
             raise ConfigError(f"defense.lorec_start_epoch: {self.defense.lorec_start_epoch} is "
                               f"after the last epoch (model.epochs={self.model.epochs}), so "
                               "LoRec would never reweight")
-        if self.defense.name == "apr" and backbone in ("pop", "llmrec"):
+        if self.defense.name == "apr" and backbone not in SEQUENTIAL:
             raise ConfigError(f"defense.name: apr trains item vectors adversarially; "
                               f"model.backbone={backbone!r} has none")
 

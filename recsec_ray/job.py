@@ -74,8 +74,8 @@ def run(cfg: JobConfig, llm: LLMClient | None = None, *, progress: bool = True,
     with _timed(metrics, "defense"):
         # user ids would name the injected users ("fake-3"): the defense sees none
         sanitation = DEFENSES[cfg.defense.name](DefenseContext(
-            data=replace(poisoned.data, user_ids=[]), cfg=cfg.defense, model_cfg=cfg.model, seed=cfg.seed, llm=llm,
-            device=device, llm_cfg=cfg.llm))
+            data=replace(poisoned.data, user_ids=[]), cfg=cfg.defense, model_cfg=cfg.model,
+            seed=cfg.seed, llm=llm, device=device, llm_cfg=cfg.llm))
 
     if cfg.model.backbone == "llmrec":
         from .models import llmrec

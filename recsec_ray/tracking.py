@@ -277,13 +277,11 @@ class TrackingStore:
 def _check_same_grid(sweep_id: str, logged: dict[str, str], params: dict[str, Any]) -> None:
     """A resumed sweep must be the one started: Tune restores its own trials, but the trial
     count, the tables and whether the shared LLM service starts come from the command line."""
-    keys = {k for k in [*logged, *params] if k.startswith(("grid.", "fixed."))}
-    diff = sorted(k for k in keys if logged.get(k) != (
-        _param_value(params[k]) if k in params else None))
+    now = {k: _param_value(v) for k, v in params.items() if k.startswith(("grid.", "fixed."))}
+    was = {k: v for k, v in logged.items() if k.startswith(("grid.", "fixed."))}
+    diff = sorted(k for k in {*now, *was} if was.get(k) != now.get(k))
     if diff:
-        shown = "; ".join(f"{k}: started {logged.get(k)!r}, now "
-                          f"{_param_value(params[k]) if k in params else None!r}"
-                          for k in diff[:4])
+        shown = "; ".join(f"{k}: started {was.get(k)!r}, now {now.get(k)!r}" for k in diff[:4])
         raise ConfigError(f"--resume {sweep_id}: the command line gives another grid than the "
                           f"sweep was started with ({shown}); repeat its original flags")
 

@@ -28,7 +28,8 @@ BAD = [
     (lambda: JobConfig(seed=-1), "seed: -1 must be >= 0"),
     (lambda: JobConfig(attack=AttackConfig(name="badrec")), "model.items: BadRec"),
     (lambda: AttackConfig(name="badrec", poison_rate=0.01), "attack.poison_rate: BadRec"),
-    (lambda: AttackConfig(poison_rate=float("nan")), "attack.poison_rate: nan must be a finite number"),
+    (lambda: AttackConfig(poison_rate=float("nan")),
+     "attack.poison_rate: nan must be a finite number"),
     (lambda: EvalConfig(batch_size=0), "eval.batch_size"),
     (lambda: EvalConfig(target_ks=(0,)), "eval.target_ks"),
     (lambda: JobConfig(model=ModelConfig(backbone="pop", items="text")), "model.items: 'pop'"),
@@ -38,7 +39,8 @@ BAD = [
      "defense.lorec_start_epoch"),
     (lambda: DefenseConfig(apr_eps=-1.0), "defense.apr_eps"),
     (lambda: LLMConfig(device="tpu"), "llm.device"),
-    (lambda: JobConfig(seed=10**400), "seed: 1000000000000000000000000000000000000... must be <= 4294967295"),
+    (lambda: JobConfig(seed=10**400),
+     "seed: 1000000000000000000000000000000000000... must be <= 4294967295"),
 ]
 
 

@@ -378,3 +378,13 @@ def test_ml1m_partial_real(caplog):
     assert "PARTIAL ML-1M" in caplog.text and "users 1-2999" in s["note"]
     assert s["users"] == 2999 and s["len_max"] == 53 and 3000 < s["items"] <= 3615
     assert json.dumps(data.meta)  # meta stays JSON-friendly for run params
+
+
+def test_added_users_keep_ids_aligned_or_absent():
+    """A defense's view has no ids; users it simulates must not give it a misaligned list."""
+    from recsec_ray.data.sequences import SequenceData
+
+    named = SequenceData("t", [np.array([1, 2, 3])], ["", "a", "b", "c"], user_ids=["u1"])
+    assert named.with_users([np.array([2, 3, 1])]).user_ids == ["u1", "fake-0"]
+    blind = SequenceData("t", [np.array([1, 2, 3])], ["", "a", "b", "c"])
+    assert blind.with_users([np.array([2, 3, 1])]).user_ids == []

@@ -141,7 +141,8 @@ def pushed_items(data: SequenceData, users: int | np.ndarray, seed: int,
                  exclude: np.ndarray | None = None) -> np.ndarray:
     """Test-time protocol: per user, one item to push with the trigger, drawn (seeded) outside
     the user's whole sequence and outside ``exclude`` (pass every training-time triggered
-    item, ``np.flatnonzero(poisoned.poisoned_items)``). ``users``: the user indices, or a count n meaning users 0..n-1."""
+    item, ``np.flatnonzero(poisoned.poisoned_items)``). ``users``: the user indices, or a
+    count n meaning users 0..n-1."""
     if isinstance(users, (int, np.integer)):
         users = np.arange(int(users))
     rng = np.random.default_rng([seed, 0x9B5])

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from ..config import SEQUENTIAL
 from ..errors import ConfigError
 from .base import DefenseContext, Sanitation
 
@@ -83,7 +84,7 @@ def _weighted(per_user: torch.Tensor, weights: torch.Tensor | None) -> torch.Ten
 
 
 def apr(ctx: DefenseContext) -> Sanitation:
-    if ctx.model_cfg.backbone in ("pop", "llmrec"):
+    if ctx.model_cfg.backbone not in SEQUENTIAL:
         raise ConfigError(f"defense.name: apr trains item vectors adversarially; "
                           f"model.backbone={ctx.model_cfg.backbone!r} has none")
     san = Sanitation.keep_all(ctx.data)

@@ -27,14 +27,12 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..config import SEQUENTIAL
 from ..data.sequences import pad_left
 from ..errors import ConfigError
 from .base import DefenseContext, Sanitation
 from .llm4dec import embed_users
 from .simulate import simulated_fakes
-
-SEQUENTIAL = ("sasrec", "gru4rec", "bert4rec")
-
 
 # ---- the reweighting schedule (pure functions, unit-tested against hand-computed values) -------
 

@@ -143,6 +143,7 @@ class Backend(Protocol):
     ``run_offline`` for the backend's own one-shot batch call (the benchmark's yardstick)."""
 
     name: str
+    device: str  # "cpu", "cuda" or "cuda:N": answers differ slightly between kinds
 
     def model_info(self, model: str) -> ModelInfo: ...
 

@@ -121,16 +121,11 @@ class LLMService:
                 files = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns)
                                for p in Path(info.folder).iterdir()
                                if p.suffix in (".safetensors", ".bin", ".json"))
-                self._fingerprints[key] = make_key(info.folder, files, self._device_kind())
+                self._fingerprints[key] = make_key(info.folder, files,
+                                                   self.backend.device.split(":")[0])
             else:
                 self._fingerprints[key] = _adapter_digest(info.adapters[adapter])
         return self._fingerprints[key]
-
-    def _device_kind(self) -> str:
-        device = getattr(self.backend, "device", None)
-        if device is None:
-            device = "cuda" if getattr(self.backend, "on_gpu", False) else "cpu"
-        return str(device).split(":")[0]
 
     # ---- calls -----------------------------------------------------------------------------
     def begin(self, call: str, texts: list[str], *, model: str | None = None,

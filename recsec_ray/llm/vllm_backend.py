@@ -77,6 +77,7 @@ class VLLMBackend:
         import torch
 
         self.on_gpu = device != "cpu" and torch.cuda.is_available()
+        self.device = "cuda" if self.on_gpu else "cpu"
         if not self.on_gpu:
             _set_cpu_env(kv_cache_gib)
         self.table = table or ModelTable()
@@ -359,7 +360,7 @@ class VLLMBackend:
         pending.clear()
 
     def stats(self) -> dict[str, Any]:
-        return {"backend": self.name, "device": "cuda" if self.on_gpu else "cpu",
+        return {"backend": self.name, "device": self.device,
                 "model_loads": dict(self.loads), "tokens": self.tokens,
                 "engine_steps": self.steps, "max_batch_seen": self.max_batch_seen,
                 "mean_batch": self.step_seqs / self.steps if self.steps else 0.0}
