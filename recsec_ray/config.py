@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -93,6 +94,22 @@ def _check_type(name: str, value: Any, hint: Any) -> None:
         raise ConfigError(f"{name}: expected {getattr(hint, '__name__', hint)}, got {value!r}")
 
 
+PATH_FIELDS = ("data_dir", "interactions", "titles")
+
+
+def pin_path(key: str, value: Any) -> Any:
+    """A relative data path made absolute where the config is made, since Ray Tune runs each
+    trial in its own directory. A custom file is looked up here, else under the data folder,
+    so it is pinned only if it is here."""
+    if not isinstance(value, str) or not value:
+        return value
+    here = os.path.expanduser(value)
+    if key == "data.data_dir" or (key in ("data.interactions", "data.titles")
+                                  and os.path.isfile(here)):
+        return os.path.abspath(here)
+    return value
+
+
 @dataclass(frozen=True)
 class DataConfig(_Section):
     _prefix = "data."
@@ -122,6 +139,8 @@ class DataConfig(_Section):
             raise ConfigError("data.interactions and data.titles: both are required for 'custom'")
         if self.name == "amazon" and not self.category:
             raise ConfigError("data.category: required for 'amazon' (e.g. 'Beauty')")
+        for name in PATH_FIELDS:
+            object.__setattr__(self, name, pin_path(f"data.{name}", getattr(self, name)))
 
 
 @dataclass(frozen=True)
@@ -186,7 +205,8 @@ class AttackConfig(_Section):
     n_targets: int = 5
     targets: tuple[int, ...] = ()  # explicit target item indices; empty: drawn (seeded)
     target_pool: str = "unpopular"  # unpopular | any
-    filler_pool: int = 100  # bandwagon: fillers drawn from this many most popular items
+    filler_pool: int = 100  # bandwagon's popular items: this many most popular
+    popular_share: float = 0.1  # bandwagon: share of fillers popular (rest random); 1 = all
     dp_batches: int = 4  # DP: surrogate retrained between this many batches of fake users
     dp_surrogate_epochs: int = 20
     trigger_level: str = "char"
@@ -201,6 +221,7 @@ class AttackConfig(_Section):
         _check_range("attack.poison_rate", self.poison_rate, 0.0, 1.0)
         _check_range("attack.n_targets", self.n_targets, 1)
         _check_range("attack.filler_pool", self.filler_pool, 1)
+        _check_range("attack.popular_share", self.popular_share, 0.0, 1.0)
         _check_range("attack.dp_batches", self.dp_batches, 1)
         _check_range("attack.dp_surrogate_epochs", self.dp_surrogate_epochs, 1)
         _check_range("attack.badrec_fraction", self.badrec_fraction, 0.0, 1.0, lo_open=True)

@@ -17,6 +17,9 @@ class DataFileError(RecsecError):
         super().__init__(f"{where}: {problem}")
         self.path, self.line, self.problem = str(path), line, problem
 
+    def __reduce__(self):  # Ray pickles a trial's error to the driver
+        return type(self), (self.path, self.problem, self.line)
+
 
 class ModelOutputError(RecsecError):
     """A model produced unusable output (e.g. non-finite scores)."""

@@ -26,7 +26,7 @@ from typing import Any
 
 from ray.tune import Callback
 
-from .config import JobConfig, parse_override
+from .config import JobConfig, parse_override, pin_path
 from .errors import ConfigError, RecsecError
 from .tracking import (
     TrackingStore,
@@ -310,12 +310,23 @@ class SweepCallback(Callback):
 
 
 # ---- running a sweep --------------------------------------------------------------------------
+PATH_ENV = ("RECSEC_DATA_DIR", "RECSEC_CACHE_DIR")
+
+
+def pin_path_env() -> None:
+    """Make relative folders in ``PATH_ENV`` absolute: Ray's workers inherit the driver's
+    environment but run trials in their own directories (``export RECSEC_DATA_DIR=../x``)."""
+    for var in PATH_ENV:
+        if os.environ.get(var):
+            os.environ[var] = os.path.abspath(os.path.expanduser(os.environ[var]))
+
 def _init_ray(spec: SweepSpec) -> bool:
     """Connect or start Ray; True when this call started it (and so must stop it)."""
     import ray
 
     if ray.is_initialized():
         return False
+    pin_path_env()
     env = {k: v for k, v in os.environ.items()
            if k.startswith(("RECSEC_", "HF_", "TRANSFORMERS_", "VLLM_"))}
     if spec.ray_address:
@@ -467,8 +478,9 @@ def run_sweep(spec: SweepSpec) -> SweepResult:
             tuner = tune.Tuner.restore(f"{storage}/{sweep_id}", trainable=fn,
                                        resume_unfinished=True, restart_errored=True)
         else:
-            space: dict[str, Any] = {k: tune.grid_search(v) for k, v in spec.grid.items()}
-            space[_FIXED] = dict(spec.fixed)
+            space: dict[str, Any] = {k: tune.grid_search([pin_path(k, x) for x in v])
+                                     for k, v in spec.grid.items()}
+            space[_FIXED] = {k: pin_path(k, v) for k, v in spec.fixed.items()}
             tuner = tune.Tuner(fn, param_space=space, run_config=run_config,
                                tune_config=tune.TuneConfig(
                                    reuse_actors=True, max_concurrent_trials=spec.max_concurrent,

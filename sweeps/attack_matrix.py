@@ -19,8 +19,8 @@ GRID = {
     "defense.name": ["none", "detector", "lorec"],
     "seed": [0],
 }
-FIXED = {"data.name": "ml-100k", "model.backbone": "sasrec", "model.epochs": 20,
-         "model.patience": 5, "defense.lorec_start_epoch": 5}
+FIXED = {"data.name": "ml-100k", "model.backbone": "sasrec"}  # `recsec run` defaults (LoRec's
+# weights need their updates before epoch 30: see sweeps/poison_rate.py)
 
 FULL = {
     "model.backbone": ["sasrec", "gru4rec", "bert4rec"],

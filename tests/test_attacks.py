@@ -96,17 +96,28 @@ def test_zero_rate_adds_nobody(data):
     assert run(data, "random", poison_rate=0.0).n_fake == 0
 
 
-def test_bandwagon_fillers_are_popular(data):
-    p = run(data, "bandwagon", poison_rate=0.1, filler_pool=15)
+def _top(data, targets, k):
     counts = data.item_counts("train")
     counts[0] = -1
-    counts[p.targets] = -1
-    top = set(np.argsort(-counts, kind="stable")[:15].tolist())
-    fillers = {int(i) for s in p.data.seqs[p.n_real:] for i in s if i not in p.targets}
-    assert fillers <= top
-    rnd = run(data, "random", poison_rate=0.1)
-    rnd_fill = [int(i) for s in rnd.data.seqs[rnd.n_real:] for i in s if i not in rnd.targets]
-    assert np.mean([i in top for i in rnd_fill]) < 0.6
+    counts[targets] = -1
+    return set(np.argsort(-counts, kind="stable")[:k].tolist())
+
+
+def _body_fillers(p):
+    return [int(i) for s in p.data.seqs[p.n_real:] for i in s[:-2] if i not in p.targets]
+
+
+def test_bandwagon_mixes_popular_and_random_fillers(data):
+    pure = run(data, "bandwagon", poison_rate=0.2, filler_pool=20, popular_share=1.0)
+    assert set(_body_fillers(pure)) <= _top(data, pure.targets, 20)
+    p = run(data, "bandwagon", poison_rate=0.2, filler_pool=15, popular_share=0.5)
+    top = _top(data, p.targets, 15)
+    for s in p.data.seqs[p.n_real:]:
+        body = [int(i) for i in s[:-2] if i not in p.targets]
+        assert sum(i in top for i in body) == round(0.5 * len(body))  # the rest: random
+        assert len(set(s.tolist())) == len(s)
+    rnd = run(data, "random", poison_rate=0.2)
+    assert np.mean([i in _top(data, rnd.targets, 15) for i in _body_fillers(rnd)]) < 0.4
 
 
 @pytest.mark.parametrize("name", ["random", "bandwagon", "badrec"])

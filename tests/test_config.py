@@ -82,3 +82,29 @@ def test_yaml_errors_name_the_file_and_line(tmp_path):
     assert JobConfig.from_yaml(path).attack.name == "dp"
     with pytest.raises(ConfigError, match="config file not found"):
         JobConfig.from_yaml(tmp_path / "missing.yaml")
+
+
+def test_data_paths_are_pinned_where_the_config_is_made(tmp_path, monkeypatch):
+    """Trials run in their own directories, so a relative folder or file must not travel."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mine.csv").write_text("user,item,timestamp\n")
+    cfg = JobConfig.from_dict({"data.name": "custom", "data.data_dir": "../shared",
+                               "data.interactions": "mine.csv", "data.titles": "titles.csv"})
+    assert cfg.data.data_dir == str(tmp_path.parent / "shared")
+    assert cfg.data.interactions == str(tmp_path / "mine.csv")
+    assert cfg.data.titles == "titles.csv"  # not here: looked up under the data folder
+    assert JobConfig.from_dict(cfg.flat()) == cfg  # a trial rebuilds the same config
+
+
+def test_errors_survive_pickling():
+    """Ray sends a trial's error to the driver pickled; it must arrive as the same message."""
+    import pickle
+
+    from recsec_ray.errors import DataFileError, ModelOutputError
+    from recsec_ray.llm.backend import LLMRequestError, LLMServiceError
+
+    for err in (DataFileError("u.data", "bad timestamp", 3), DataFileError("x", "missing"),
+                ConfigError("a.b: no"), ModelOutputError("nan"), LLMRequestError("r"),
+                LLMServiceError("s")):
+        back = pickle.loads(pickle.dumps(err))
+        assert type(back) is type(err) and str(back) == str(err)

@@ -282,7 +282,7 @@ def test_simulated_fakes_follow_the_known_attack(poisoned):
 # ---- LLM4Dec --------------------------------------------------------------------------------
 
 def test_llm4dec_separates_random_fakes_and_is_deterministic(llm):
-    pd = _poison(themed(), "random", 0.1, seed=1)
+    pd = _poison(themed(150), "random", 0.1, seed=1)  # each of 5 folds fits on 120 users
     ctx = _ctx(pd, llm, known_attack="random", sim_rate=0.1, max_titles=10)
     san = DEFENSES["llm4dec"](ctx)
     auc = roc_auc(san.user_scores, pd.is_fake)
@@ -291,6 +291,26 @@ def test_llm4dec_separates_random_fakes_and_is_deterministic(llm):
     assert (san.user_weights[flagged] == 0).all() and (san.user_weights[~flagged] == 1).all()
     again = DEFENSES["llm4dec"](ctx)
     np.testing.assert_array_equal(san.user_scores, again.user_scores)
+
+
+def test_llm4dec_scores_each_user_with_a_classifier_never_fit_on_it(monkeypatch):
+    from recsec_ray.defenses import llm4dec as D
+    fitted: list[set[bytes]] = []
+    real_train = D.train_classifier
+
+    def recording(pos, neg, **kw):
+        fitted.append({row.tobytes() for row in neg})
+        return real_train(pos, neg, **kw, epochs=2)
+
+    monkeypatch.setattr(D, "train_classifier", recording)
+    rng = np.random.default_rng(0)
+    pos, neg = rng.normal(size=(10, 8)), rng.normal(size=(50, 8))
+    scores, stats = D.cross_fit_scores(pos.astype(np.float32), neg.astype(np.float32), seed=0,
+                                       threshold=0.5, lam_entropy=0.5)
+    assert len(fitted) == D.FOLDS == stats["folds"] and scores.shape == (50,)
+    # every observed user is left out of exactly one fit: the one that scores it
+    for row in neg.astype(np.float32):
+        assert sum(row.tobytes() not in f for f in fitted) == 1
 
 
 def test_llm4dec_zero_shot_reads_yes_probability():

@@ -24,6 +24,7 @@ from recsec_ray.sweep import (
     AXES,
     SweepSpec,
     expand,
+    pin_path_env,
     report,
     run_sweep,
     spec_from_args,
@@ -89,6 +90,28 @@ def test_bad_grid_point_fails_before_any_trial(tmp_path):
     with pytest.raises(ConfigError, match=r"attack.poison_rate.*grid point"):
         run_sweep(spec)
     assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_relative_paths_reach_the_trials_and_a_bad_file_is_named(tmp_path, ray_gpus,
+                                                                  migrated_db, monkeypatch):
+    """`export RECSEC_DATA_DIR=../data` and relative file names work from a trial's own
+    directory, and a trial's DataFileError reaches the driver as its one line."""
+    shutil.copy(migrated_db, tmp_path / "mlflow.db")
+    shutil.copytree(ROOT / "tests" / "data" / "custom", tmp_path / "in")
+    good = (tmp_path / "in" / "interactions.csv").read_text()
+    (tmp_path / "in" / "bad.csv").write_text(good + "u10,m30,yesterday,4\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("RECSEC_DATA_DIR", "in")
+    pin_path_env()
+    assert os.environ["RECSEC_DATA_DIR"] == str(tmp_path / "in")
+    spec = _spec(tmp_path, "relpaths", max_failures=0,
+                 grid={"data.interactions": ["in/interactions.csv", "in/bad.csv"]},
+                 fixed={**TINY, "data.name": "custom", "data.titles": "in/titles.csv",
+                        "data.k_core": 1, "attack.name": "none", "attack.n_targets": 1})
+    result = run_sweep(spec)
+    assert len(result.rows) == 1, result.errors
+    n_lines = len(good.splitlines()) + 1
+    assert len(result.errors) == 1 and f"bad.csv:{n_lines}:" in result.errors[0], result.errors
 
 
 def test_one_child_run_per_trial_and_resume_adds_nothing(tmp_path, ray_gpus, migrated_db):

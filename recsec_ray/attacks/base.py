@@ -8,6 +8,7 @@ never shown to a defense.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -106,10 +107,12 @@ def body_length(total_length: int, n_targets: int) -> int:
     return max(int(total_length) - 2, n_targets + 1)
 
 
-def targets_plus_fillers(ctx: AttackContext, pool: np.ndarray, salt: int) -> list[np.ndarray]:
-    """Random-order fake users: all targets + fillers from pool, lengths like real users'.
+def targets_plus_fillers(ctx: AttackContext, fillers: Callable[[np.random.Generator, int],
+                         np.ndarray], salt: int) -> list[np.ndarray]:
+    """Random-order fake users: all targets + ``fillers(rng, k)`` (k distinct items), lengths
+    like real users'.
 
-    Shared by Random (pool = every item) and Bandwagon (pool = popular items).
+    Shared by Random (uniform fillers) and Bandwagon (popular + uniform fillers).
     """
     rng = ctx.rng(salt)
     targets = np.asarray(ctx.targets, dtype=np.int64)
@@ -117,7 +120,7 @@ def targets_plus_fillers(ctx: AttackContext, pool: np.ndarray, salt: int) -> lis
     fakes = []
     for length in sample_lengths(ctx.data, n, rng):
         body_len = body_length(length, len(targets))
-        picks = draw(rng, pool, body_len - len(targets) + 2)
+        picks = fillers(rng, body_len - len(targets) + 2)
         body = rng.permutation(np.concatenate([targets, picks[:-2]]))
         fakes.append(np.concatenate([body, picks[-2:]]))
     return fakes

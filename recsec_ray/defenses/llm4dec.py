@@ -9,7 +9,7 @@ simulated fakes become confident positives. Users with ``p >= threshold`` get we
 
 The reference picks its best epoch by F1 on the injected users themselves (ground truth); we
 never see those, so the epoch is picked on held-out simulated fakes against held-out observed
-users instead. Zero-shot mode asks the LLM and reads P("Yes") from its log-probabilities.
+users instead, and every observed user is scored out of fold (``cross_fit_scores``). Zero-shot mode asks the LLM and reads P("Yes") from its log-probabilities.
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ from ..errors import ModelOutputError
 from ..llm.prompts import YES_NO, llm4dec_prompt, llm4dec_zero_shot_prompt
 from .base import DefenseContext, Sanitation
 from .simulate import simulated_fakes
+
+FOLDS = 5  # cross-fitting folds of the observed users (see ``cross_fit_scores``)
 
 
 def user_prompts(train_seqs: list[np.ndarray], titles: list[str], max_titles: int,
@@ -134,6 +136,27 @@ def train_classifier(pos: np.ndarray, neg: np.ndarray, *, seed: int, threshold: 
     return model, {"val_f1_simulated": best, "best_epoch": float(best_epoch)}, mean, std
 
 
+def cross_fit_scores(pos: np.ndarray, neg: np.ndarray, *, seed: int, threshold: float,
+                     lam_entropy: float, folds: int = FOLDS) -> tuple[np.ndarray,
+                                                                     dict[str, float]]:
+    """p(fraud) of every observed user from a classifier that never saw that user.
+
+    The observed users are the negatives, injected fakes among them; a classifier scoring the
+    users it was fit on memorises those as "not fraud" (on ML-100K Bandwagon: user AUC 0.26).
+    So each of ``folds`` seeded folds is scored by a classifier fit on the other folds."""
+    fold = np.random.default_rng([seed, 0xF01D]).permutation(len(neg)) % max(folds, 2)
+    scores = np.zeros(len(neg), dtype=np.float32)
+    val_f1 = []
+    for k in range(max(folds, 2)):
+        model, st, mean, std = train_classifier(pos, neg[fold != k], seed=seed + k,
+                                                threshold=threshold, lam_entropy=lam_entropy)
+        with torch.no_grad():
+            x = torch.as_tensor((neg[fold == k] - mean) / std, dtype=torch.float32)
+            scores[fold == k] = model(x).numpy()
+        val_f1.append(st["val_f1_simulated"])
+    return scores, {"val_f1_simulated": float(np.mean(val_f1)), "folds": float(max(folds, 2))}
+
+
 def zero_shot_scores(ctx: DefenseContext, prompts: list[str]) -> np.ndarray:
     """P("Yes") normalised over the two answers, from the LLM's log-probabilities."""
     assert ctx.llm is not None
@@ -159,11 +182,8 @@ def llm4dec(ctx: DefenseContext) -> Sanitation:
         sim, _ = simulated_fakes(ctx)
         pos = embed_users(ctx, [s[:-2] for s in sim], data.titles)
         neg = embed_users(ctx, train, data.titles)
-        model, stats, mean, std = train_classifier(
-            pos, neg, seed=ctx.seed, threshold=ctx.cfg.threshold,
-            lam_entropy=ctx.cfg.lorec_lambda_entropy)
-        with torch.no_grad():
-            scores = model(torch.as_tensor((neg - mean) / std, dtype=torch.float32)).numpy()
+        scores, stats = cross_fit_scores(pos, neg, seed=ctx.seed, threshold=ctx.cfg.threshold,
+                                         lam_entropy=ctx.cfg.lorec_lambda_entropy)
         stats["n_simulated"] = float(len(sim))
     scores = scores.astype(np.float64)
     flagged = scores >= ctx.cfg.threshold

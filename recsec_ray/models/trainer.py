@@ -13,7 +13,10 @@ After each epoch the model is scored on the validation item of real users (full 
 the weights with the best NDCG@10 are kept and restored, and training stops after
 ``cfg.patience`` epochs without improvement. Randomness (init aside, see ``build_model``)
 comes from ``seed`` alone and the caller's RNG state is left untouched. Same seed, same
-metrics holds bit for bit on CPU; on CUDA, atomics in ``index_add`` and cuDNN's GRU are not
+metrics holds bit for bit on CPU with the same number of torch threads: a sweep trial runs
+with ``--cpus-per-trial`` threads and ``recsec run`` with every core, and sums split over a
+different number of threads round differently, which a reweighting defense (LoRec) can grow
+into a different best epoch. On CUDA, atomics in ``index_add`` and cuDNN's GRU are not
 bit-deterministic, so GPU runs agree only to float noise (close, not equal).
 """
 
