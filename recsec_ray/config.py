@@ -63,6 +63,7 @@ class _Section:
         for f in dataclasses.fields(self):
             _check_type(f"{self._prefix}{f.name}", getattr(self, f.name), hints[f.name])
         self._validate()
+        _pin_fields(self)
 
     def _validate(self) -> None:  # overridden where a section has rules beyond types
         return None
@@ -94,20 +95,31 @@ def _check_type(name: str, value: Any, hint: Any) -> None:
         raise ConfigError(f"{name}: expected {getattr(hint, '__name__', hint)}, got {value!r}")
 
 
-PATH_FIELDS = ("data_dir", "interactions", "titles")
+FOLDERS = ("data.data_dir", "llm.cache_dir")  # made absolute whenever set
+MAYBE_FILES = ("data.interactions", "data.titles", "llm.model", "llm.embed_model",
+               "model.text_encoder")  # made absolute only if they exist here
+MODEL_NAMES = ("smollm2", "minilm")  # the LLM registry's own names (llm/models.py)
 
 
 def pin_path(key: str, value: Any) -> Any:
-    """A relative data path made absolute where the config is made, since Ray Tune runs each
-    trial in its own directory. A custom file is looked up here, else under the data folder,
-    so it is pinned only if it is here."""
-    if not isinstance(value, str) or not value:
+    """A relative path made absolute where the config is made, since Ray Tune runs each trial
+    in its own directory. Fields that may also name something else (a custom file looked up
+    under the data folder, a model registry or Hugging Face name) are pinned only if the path
+    exists here."""
+    if not isinstance(value, str) or not value or "://" in value:
         return value
     here = os.path.expanduser(value)
-    if key == "data.data_dir" or (key in ("data.interactions", "data.titles")
-                                  and os.path.isfile(here)):
+    if key in FOLDERS or (key in MAYBE_FILES and value not in MODEL_NAMES
+                          and os.path.exists(here)):
         return os.path.abspath(here)
     return value
+
+
+def _pin_fields(section: Any) -> None:
+    for f in dataclasses.fields(section):
+        key = f"{section._prefix}{f.name}"
+        if key in FOLDERS or key in MAYBE_FILES:
+            object.__setattr__(section, f.name, pin_path(key, getattr(section, f.name)))
 
 
 @dataclass(frozen=True)
@@ -139,8 +151,6 @@ class DataConfig(_Section):
             raise ConfigError("data.interactions and data.titles: both are required for 'custom'")
         if self.name == "amazon" and not self.category:
             raise ConfigError("data.category: required for 'amazon' (e.g. 'Beauty')")
-        for name in PATH_FIELDS:
-            object.__setattr__(self, name, pin_path(f"data.{name}", getattr(self, name)))
 
 
 @dataclass(frozen=True)
@@ -205,7 +215,7 @@ class AttackConfig(_Section):
     n_targets: int = 5
     targets: tuple[int, ...] = ()  # explicit target item indices; empty: drawn (seeded)
     target_pool: str = "unpopular"  # unpopular | any
-    filler_pool: int = 100  # bandwagon's popular items: this many most popular
+    filler_pool: int = 100  # this many most popular items: bandwagon's and DP's start items
     popular_share: float = 0.1  # bandwagon: share of fillers popular (rest random); 1 = all
     dp_batches: int = 4  # DP: surrogate retrained between this many batches of fake users
     dp_surrogate_epochs: int = 20

@@ -119,7 +119,7 @@ def expand(spec: SweepSpec) -> list[JobConfig]:
     """Every trial's config, validated now so a bad value fails before any trial starts."""
     keys = list(spec.grid)
     for k in keys:
-        if len(set(map(repr, spec.grid[k]))) != len(spec.grid[k]):
+        if len({repr(pin_path(k, v)) for v in spec.grid[k]}) != len(spec.grid[k]):
             raise ConfigError(f"{k}: the sweep lists a value twice ({spec.grid[k]}); two trials "
                               "would share one MLflow run")
     configs = []
@@ -319,6 +319,7 @@ def pin_path_env() -> None:
     for var in PATH_ENV:
         if os.environ.get(var):
             os.environ[var] = os.path.abspath(os.path.expanduser(os.environ[var]))
+
 
 def _init_ray(spec: SweepSpec) -> bool:
     """Connect or start Ray; True when this call started it (and so must stop it)."""
@@ -520,8 +521,9 @@ def run_sweep(spec: SweepSpec) -> SweepResult:
             ray.kill(writer)
         if started_ray:
             ray.shutdown()
-    return SweepResult(rows=rows, errors=errors, unfinished=unfinished, tracking_uri=uri, experiment=spec.name,
-                       experiment_id=exp_id, parent_run_id=parent, sweep_id=sweep_id,
+    return SweepResult(rows=rows, errors=errors, unfinished=unfinished, tracking_uri=uri,
+                       experiment=spec.name, experiment_id=exp_id, parent_run_id=parent,
+                       sweep_id=sweep_id,
                        storage=f"{storage}/{sweep_id}", wall_s=wall, llm_stats=llm_stats,
                        llm_placement=llm_placement, finished_at=finished_at)
 

@@ -116,8 +116,12 @@ def test_bandwagon_mixes_popular_and_random_fillers(data):
         body = [int(i) for i in s[:-2] if i not in p.targets]
         assert sum(i in top for i in body) == round(0.5 * len(body))  # the rest: random
         assert len(set(s.tolist())) == len(s)
-    rnd = run(data, "random", poison_rate=0.2)
-    assert np.mean([i in _top(data, rnd.targets, 15) for i in _body_fillers(rnd)]) < 0.4
+        assert not set(s[-2:].tolist()) & top  # the held-out pair: from the random part
+    spill = run(data, "bandwagon", poison_rate=0.2, filler_pool=5, popular_share=1.0)
+    top = _top(data, spill.targets, 5)
+    for s in spill.data.seqs[spill.n_real:]:  # the 5 popular items, then random, no repeats
+        body = [int(i) for i in s[:-2] if i not in spill.targets]
+        assert sum(i in top for i in body) == min(len(body), 5) and len(set(s.tolist())) == len(s)
 
 
 @pytest.mark.parametrize("name", ["random", "bandwagon", "badrec"])

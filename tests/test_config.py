@@ -88,11 +88,17 @@ def test_data_paths_are_pinned_where_the_config_is_made(tmp_path, monkeypatch):
     """Trials run in their own directories, so a relative folder or file must not travel."""
     monkeypatch.chdir(tmp_path)
     (tmp_path / "mine.csv").write_text("user,item,timestamp\n")
+    (tmp_path / "my-encoder").mkdir()
     cfg = JobConfig.from_dict({"data.name": "custom", "data.data_dir": "../shared",
-                               "data.interactions": "mine.csv", "data.titles": "titles.csv"})
+                               "data.interactions": "mine.csv", "data.titles": "titles.csv",
+                               "llm.cache_dir": "cache", "model.text_encoder": "my-encoder",
+                               "llm.embed_model": "org/name"})
     assert cfg.data.data_dir == str(tmp_path.parent / "shared")
     assert cfg.data.interactions == str(tmp_path / "mine.csv")
     assert cfg.data.titles == "titles.csv"  # not here: looked up under the data folder
+    assert cfg.llm.cache_dir == str(tmp_path / "cache")
+    assert cfg.model.text_encoder == str(tmp_path / "my-encoder")
+    assert cfg.llm.embed_model == "org/name" and cfg.llm.model == "smollm2"  # names, not paths
     assert JobConfig.from_dict(cfg.flat()) == cfg  # a trial rebuilds the same config
 
 

@@ -282,7 +282,7 @@ def test_simulated_fakes_follow_the_known_attack(poisoned):
 # ---- LLM4Dec --------------------------------------------------------------------------------
 
 def test_llm4dec_separates_random_fakes_and_is_deterministic(llm):
-    pd = _poison(themed(150), "random", 0.1, seed=1)  # each of 5 folds fits on 120 users
+    pd = _poison(themed(150), "random", 0.1, seed=1)  # each of 5 folds fits on 132 users
     ctx = _ctx(pd, llm, known_attack="random", sim_rate=0.1, max_titles=10)
     san = DEFENSES["llm4dec"](ctx)
     auc = roc_auc(san.user_scores, pd.is_fake)

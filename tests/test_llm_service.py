@@ -41,6 +41,25 @@ def test_embed_shapes_padding_invariance_and_models(svc):
     np.testing.assert_allclose(alone[0], padded[0], rtol=1e-4, atol=1e-4)
 
 
+def test_answers_do_not_depend_on_batch_mates(tmp_path):
+    """Batches form by timing, so a prompt's answer must be bit-identical whatever else
+    shares its batch; else the same config could give different metrics."""
+    s = LLMService(LLMConfig(backend="transformers", cache=False, max_batch=8,
+                             max_wait_ms=20, cache_dir=str(tmp_path)))
+    try:
+        mates = [" ".join(TITLES[:k]) for k in (2, 6, 15)]
+        for model in ("minilm", "smollm2"):
+            alone = s.embed(["Toy Story (1995)"], model=model)[0]
+            for mate in mates:
+                assert np.array_equal(alone, s.embed(["Toy Story (1995)", mate], model=model)[0])
+        alone = s.score(["Is Heat (1995) a film?"], ["Yes", "No"])[0]
+        for mate in mates:
+            assert np.array_equal(alone, s.score(["Is Heat (1995) a film?", mate],
+                                                 ["Yes", "No"])[0])
+    finally:
+        s.close()
+
+
 def test_score_is_sum_of_answer_token_logprobs(svc, smollm):
     net, tok = smollm
     prompt, choices = "The capital of France is", [" Paris", " London is big"]

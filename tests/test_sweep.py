@@ -24,7 +24,6 @@ from recsec_ray.sweep import (
     AXES,
     SweepSpec,
     expand,
-    pin_path_env,
     report,
     run_sweep,
     spec_from_args,
@@ -92,18 +91,33 @@ def test_bad_grid_point_fails_before_any_trial(tmp_path):
     assert not (tmp_path / "mlflow.db").exists()
 
 
+def test_ray_started_by_a_sweep_gets_absolute_data_folders(tmp_path, monkeypatch):
+    """`export RECSEC_DATA_DIR=../data`: workers inherit the driver's environment when the
+    sweep starts Ray, but run trials in their own directories."""
+    import ray
+
+    from recsec_ray import sweep as S
+
+    seen = {}
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", lambda **kw: seen.update(os.environ))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("RECSEC_DATA_DIR", "../data")
+    monkeypatch.setenv("RECSEC_CACHE_DIR", "~/c")
+    assert S._init_ray(_spec(tmp_path, "env")) is True
+    assert seen["RECSEC_DATA_DIR"] == str(tmp_path.parent / "data")
+    assert seen["RECSEC_CACHE_DIR"] == os.path.expanduser("~/c")
+
+
 def test_relative_paths_reach_the_trials_and_a_bad_file_is_named(tmp_path, ray_gpus,
                                                                   migrated_db, monkeypatch):
-    """`export RECSEC_DATA_DIR=../data` and relative file names work from a trial's own
-    directory, and a trial's DataFileError reaches the driver as its one line."""
+    """Relative file names work from a trial's own directory, and a trial's DataFileError
+    reaches the driver as its one line."""
     shutil.copy(migrated_db, tmp_path / "mlflow.db")
     shutil.copytree(ROOT / "tests" / "data" / "custom", tmp_path / "in")
     good = (tmp_path / "in" / "interactions.csv").read_text()
     (tmp_path / "in" / "bad.csv").write_text(good + "u10,m30,yesterday,4\n")
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("RECSEC_DATA_DIR", "in")
-    pin_path_env()
-    assert os.environ["RECSEC_DATA_DIR"] == str(tmp_path / "in")
     spec = _spec(tmp_path, "relpaths", max_failures=0,
                  grid={"data.interactions": ["in/interactions.csv", "in/bad.csv"]},
                  fixed={**TINY, "data.name": "custom", "data.titles": "in/titles.csv",

@@ -4,8 +4,8 @@ Classic shilling detectors flag profiles whose simple statistics sit far from th
 user (training part only) we compute:
 
 - ``log_len``: profile size;
-- ``pop_mean`` / ``pop_std``: mean and spread of the items' log-popularity (bandwagon fillers
-  are all hits, random fillers are flat);
+- ``pop_mean`` / ``pop_std``: mean and spread of the items' log-popularity (bandwagon profiles
+  mix hits with random items, random fillers are flat);
 - ``head_share``: share of items among the 100 most popular;
 - ``tail_share``: share of items in the less popular half (targets live there);
 - ``transition``: mean log-support of the user's consecutive item pairs, i.e. in how many other

@@ -9,7 +9,8 @@ simulated fakes become confident positives. Users with ``p >= threshold`` get we
 
 The reference picks its best epoch by F1 on the injected users themselves (ground truth); we
 never see those, so the epoch is picked on held-out simulated fakes against held-out observed
-users instead, and every observed user is scored out of fold (``cross_fit_scores``). Zero-shot mode asks the LLM and reads P("Yes") from its log-probabilities.
+users instead, and every observed user is scored out of fold (``cross_fit_scores``).
+Zero-shot mode asks the LLM and reads P("Yes") from its log-probabilities.
 """
 
 from __future__ import annotations
@@ -144,17 +145,19 @@ def cross_fit_scores(pos: np.ndarray, neg: np.ndarray, *, seed: int, threshold: 
     The observed users are the negatives, injected fakes among them; a classifier scoring the
     users it was fit on memorises those as "not fraud" (on ML-100K Bandwagon: user AUC 0.26).
     So each of ``folds`` seeded folds is scored by a classifier fit on the other folds."""
-    fold = np.random.default_rng([seed, 0xF01D]).permutation(len(neg)) % max(folds, 2)
+    folds = max(2, min(folds, len(neg)))
+    fold = np.random.default_rng([seed, 0xF01D]).permutation(len(neg)) % folds
     scores = np.zeros(len(neg), dtype=np.float32)
-    val_f1 = []
-    for k in range(max(folds, 2)):
-        model, st, mean, std = train_classifier(pos, neg[fold != k], seed=seed + k,
+    fits = []
+    for k in range(folds):
+        model, st, mean, std = train_classifier(pos, neg[fold != k], seed=seed * folds + k,
                                                 threshold=threshold, lam_entropy=lam_entropy)
         with torch.no_grad():
             x = torch.as_tensor((neg[fold == k] - mean) / std, dtype=torch.float32)
             scores[fold == k] = model(x).numpy()
-        val_f1.append(st["val_f1_simulated"])
-    return scores, {"val_f1_simulated": float(np.mean(val_f1)), "folds": float(max(folds, 2))}
+        fits.append(st)
+    return scores, {**{k: float(np.mean([st[k] for st in fits])) for k in fits[0]},
+                    "folds": float(folds)}
 
 
 def zero_shot_scores(ctx: DefenseContext, prompts: list[str]) -> np.ndarray:

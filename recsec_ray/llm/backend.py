@@ -144,6 +144,7 @@ class Backend(Protocol):
 
     name: str
     device: str  # "cpu", "cuda" or "cuda:N": answers differ slightly between kinds
+    numerics: str  # how it computes (e.g. padding); part of cache keys, so a change recomputes
 
     def model_info(self, model: str) -> ModelInfo: ...
 

@@ -144,7 +144,7 @@ class LLMService:
         if call != "embed" and info.spec.kind != "causal":
             raise LLMRequestError(f"{call}: {model!r} is an encoder; it can only embed")
         limit, jparams, kparams = self._params(call, info, params)
-        base = (self.backend.name, self._fingerprint(model, None),
+        base = (self.backend.name, self.backend.numerics, self._fingerprint(model, None),
                 adapter and self._fingerprint(model, adapter), call, kparams)
         keys = [make_key(*base, t) if isinstance(t, str) else None for t in texts]
         cache = self.cache if use_cache else None

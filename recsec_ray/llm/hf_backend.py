@@ -29,6 +29,7 @@ def pick_device(name: str) -> str:
 
 class HFBackend:
     name = "transformers"
+    numerics = "pad-bucket-16"  # see _run_batch
 
     def __init__(self, device: str = "auto", max_batch: int = 32, max_wait_s: float = 0.005,
                  table: ModelTable | None = None) -> None:
@@ -109,23 +110,41 @@ class HFBackend:
         return out
 
     def _run_batch(self, jobs: list[Job]) -> list[Any]:
+        """Jobs of one (call, model, adapter, params), run per padding width bucket.
+
+        A row's result depends, in the last float bits, on how wide its batch is padded
+        (attention sums run over the padded length), and batches form by timing. So each job
+        always runs at its own width, ``_width(job_length)``; results then do not depend on
+        the batch-mates, and the same config gives the same metrics however calls batch."""
         import torch
 
+        from .backend import job_length
+
         first = jobs[0]
+        out: list[Any] = [None] * len(jobs)
+        groups: dict[int, list[int]] = {}
+        for i, j in enumerate(jobs):
+            groups.setdefault(_width(job_length(j)), []).append(i)
         with self._lock, torch.inference_mode():
             net = self._weights(first.model)
             self.tokens += sum(len(j.ids) for j in jobs)
             with _adapter(net, first.adapter):
-                if first.call == "embed":
-                    return list(self._embed(net, jobs))
-                if first.call == "score":
-                    return self._score(net, jobs)
-                return self._generate(net, jobs, self.model_info(first.model))
+                for idx in groups.values():
+                    part = [jobs[i] for i in idx]
+                    if first.call == "embed":
+                        res = list(self._embed(net, part))
+                    elif first.call == "score":
+                        res = self._score(net, part)
+                    else:
+                        res = self._generate(net, part, self.model_info(first.model))
+                    for i, r in zip(idx, res, strict=True):
+                        out[i] = r
+        return out
 
     def _pad(self, rows: list[tuple[int, ...]], left: bool):
         import torch
 
-        width = max(len(r) for r in rows)
+        width = _width(max(len(r) for r in rows))
         ids = torch.zeros((len(rows), width), dtype=torch.long)
         mask = torch.zeros((len(rows), width), dtype=torch.long)
         for i, r in enumerate(rows):
@@ -214,6 +233,13 @@ class HFBackend:
 
     def close(self) -> None:
         self.batcher.close()
+
+
+WIDTH_STEP = 16  # padding granularity (HFBackend.numerics): at most 15 pad tokens per row
+
+
+def _width(n: int) -> int:
+    return -(-n // WIDTH_STEP) * WIDTH_STEP
 
 
 class _adapter:

@@ -71,6 +71,7 @@ def _set_cpu_env(kv_cache_gib: float) -> None:
 
 class VLLMBackend:
     name = "vllm"
+    numerics = "vllm"  # batch composition may move the last float bits (no bucketing here)
 
     def __init__(self, device: str = "auto", max_batch: int = 32, kv_cache_gib: float = 1.0,
                  seed: int = 0, table: ModelTable | None = None) -> None:
