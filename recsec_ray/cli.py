@@ -55,6 +55,7 @@ def _parser() -> argparse.ArgumentParser:
     cmp.add_argument("--metric", default="t_hr@50")
     cmp.add_argument("--out", default="compare_out")
     cmp.add_argument("--mlflow-uri", default=None)
+    cmp.add_argument("--parent", default=None, help="sweep parent run id (default: the latest)")
     return p
 
 
@@ -98,6 +99,20 @@ def _cmd_stats(args: argparse.Namespace) -> None:
         print(f"{k:<{width}}  {v:.4g}" if isinstance(v, float) else f"{k:<{width}}  {v}")
 
 
+def _cmd_compare(args: argparse.Namespace) -> None:
+    from .compare import compare
+    from .tracking import resolve_uri
+
+    result = compare(args.experiment, metric=args.metric, out=args.out,
+                     tracking_uri=args.mlflow_uri, parent_run_id=args.parent)
+    print(result.text)
+    print(f"{len(result.frame)} trial run(s) of sweep {result.parent_run_id} in "
+          f"{resolve_uri(args.mlflow_uri)}")
+    for path in result.files:
+        print(f"wrote {path}")
+    print(f"logged to MLflow run {result.parent_run_id} under artifacts/compare/")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -106,9 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "data":
             _cmd_stats(args)
         else:
-            from .compare import main_compare
-
-            main_compare(args)
+            _cmd_compare(args)
     except RecsecError as err:
         print(f"recsec: error: {err}", file=sys.stderr)
         return 2

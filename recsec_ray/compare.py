@@ -1,12 +1,12 @@
 """A sweep's MLflow runs -> tables (defense x poison rate, mean ± std over seeds) and plots
 (metric vs poison rate per defense), logged back to the sweep's parent run (DESIGN §7).
 
-Also the ``recsec compare`` command (:func:`main_compare`) and the notebook's engine.
+The engine of ``recsec compare`` (the command line lives in ``cli.py``), of the notebook, and
+of the tables a sweep prints and logs when it ends.
 """
 
 from __future__ import annotations
 
-import argparse
 import math
 import re
 from dataclasses import dataclass
@@ -17,16 +17,16 @@ import pandas as pd
 
 from .errors import RecsecError
 from .tracking import (
+    HEADLINE_METRICS,
     TAG_KIND,
     TAG_PARENT,
     TAG_TRIAL_KEY,
     TrackingStore,
     canonical_name,
-    resolve_uri,
     with_retry,
 )
 
-TABLE_METRICS = ("hr@10", "t_hr@50", "user_f1", "item_f1", "asr@10")
+TABLE_METRICS = HEADLINE_METRICS
 ROW_AXIS = "defense.name"
 # The first of these with more than one value becomes the table's columns / the plot's x.
 COL_AXES = ("attack.poison_rate", "attack.badrec_fraction", "attack.trigger_level",
@@ -209,7 +209,49 @@ def plot(df: pd.DataFrame, metric: str, out_dir: Path) -> list[Path]:
     return paths
 
 
+# ---- per-trial table -----------------------------------------------------------------------------
+def trials_table(trials: list[dict[str, Any]], keys: list[str],
+                 metrics: list[str] | tuple[str, ...] = TABLE_METRICS) -> pd.DataFrame:
+    """One row per trial, failed ones included: its swept values, status, headline metrics
+    and, for a failure, the error's one line (what Tune's status table showed, once)."""
+    frame = pd.DataFrame(trials)
+    shown = [m for m in metrics if m in frame.columns and frame[m].notna().any()]
+    cols = [c for c in [*keys, "status", *shown, "trial_busy_s", "error"] if c in frame.columns]
+    out = frame[cols].reset_index(drop=True)
+    if "trial_busy_s" in out.columns:
+        out["trial_busy_s"] = out["trial_busy_s"].round(1)
+    return out
+
+
+def markdown(frame: pd.DataFrame) -> str:
+    """Any frame as a Markdown table (floats to at most 4 decimals, gaps as '–')."""
+    def cell(v: Any) -> str:
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            return "–"
+        return f"{v:.4f}".rstrip("0").rstrip(".") if isinstance(v, float) else str(v)
+
+    lines = ["| " + " | ".join(map(str, frame.columns)) + " |",
+             "|" + "---|" * len(frame.columns)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |"
+              for row in frame.itertuples(index=False)]
+    return "\n".join(lines)
+
+
 # ---- the command ------------------------------------------------------------------------------
+def write_results(df: pd.DataFrame, title: str, metrics: list[str], out_dir: Path
+                  ) -> tuple[str, list[Path]]:
+    """tables.md, runs.csv and a plot per group of the first metric and HR@10."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    text = format_tables(df, metrics)
+    files = [out_dir / "tables.md", out_dir / "runs.csv"]
+    files[0].write_text(f"# {title}\n\n{text}\n")
+    df.to_csv(files[1], index=False)
+    plotted = [m for m in dict.fromkeys([*metrics[:1], "hr@10"]) if m in metrics]
+    for m in plotted:
+        files += plot(df, m, out_dir)
+    return text, files
+
+
 def compare(experiment: str, *, metric: str = "t_hr@50", out: str | Path = "compare_out",
             tracking_uri: str | None = None, parent_run_id: str | None = None) -> Comparison:
     """Tables and plots of one sweep, written under ``out`` and logged to its parent run
@@ -220,30 +262,30 @@ def compare(experiment: str, *, metric: str = "t_hr@50", out: str | Path = "comp
         known = sorted(c for c in df.columns if df[c].dtype.kind == "f")
         raise RecsecError(f"--metric {metric!r}: not logged by this sweep (logged: "
                           f"{', '.join(known[:30])})")
-    out_dir = Path(out)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    text = format_tables(df, metrics)
-    files = [out_dir / "tables.md", out_dir / "runs.csv"]
-    files[0].write_text(f"# {experiment} (parent run {parent})\n\n{text}\n")
-    df.to_csv(files[1], index=False)
-    for m in dict.fromkeys([metric, "hr@10"]):
-        if m in metrics:
-            files += plot(df, m, out_dir)
+    text, files = write_results(df, f"{experiment} (parent run {parent})", metrics, Path(out))
     store = TrackingStore(tracking_uri)
     store.log_files(parent, {p.name: p.read_bytes() for p in files}, "compare")
     return Comparison(frame=df, text=text, files=files, parent_run_id=parent)
 
 
-def main_compare(args: argparse.Namespace) -> int:
-    """``recsec compare``: args.experiment, args.metric, args.out, optional args.mlflow_uri
-    and args.parent. Prints the tables and where the files went; returns 0."""
-    result = compare(args.experiment, metric=args.metric, out=args.out,
-                     tracking_uri=getattr(args, "mlflow_uri", None),
-                     parent_run_id=getattr(args, "parent", None))
-    print(result.text)
-    print(f"{len(result.frame)} trial run(s) of sweep {result.parent_run_id} in "
-          f"{resolve_uri(getattr(args, 'mlflow_uri', None))}")
-    for path in result.files:
-        print(f"wrote {path}")
-    print(f"logged to MLflow run {result.parent_run_id} under artifacts/compare/")
-    return 0
+def log_sweep_results(store: TrackingStore, experiment: str, parent_run_id: str, metric: str,
+                      trials: pd.DataFrame, out_dir: Path) -> list[str]:
+    """What a sweep leaves on its parent run when it ends (artifact folder ``results/``): the
+    tables and plots of its finished trials as MLflow holds them (``recsec compare``'s, so a
+    resumed sweep's earlier trials count), and the per-trial table, failures included.
+    Returns the artifact names."""
+    files = [out_dir / "trials.md", out_dir / "trials.csv"]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files[0].write_text(f"# {experiment}: trials of sweep run {parent_run_id}\n\n"
+                        f"{markdown(trials)}\n")
+    trials.to_csv(files[1], index=False)
+    try:
+        df, _ = load_runs(experiment, tracking_uri=store.uri, parent_run_id=parent_run_id)
+    except RecsecError:  # no trial finished: the per-trial table says why
+        df = None
+    if df is not None:
+        metrics = present_metrics(df, [metric, *TABLE_METRICS])
+        files += write_results(df, f"{experiment} (parent run {parent_run_id})", metrics,
+                               out_dir)[1]
+    store.log_files(parent_run_id, {p.name: p.read_bytes() for p in files}, "results")
+    return [f"results/{p.name}" for p in files]

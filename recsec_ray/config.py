@@ -17,16 +17,23 @@ from typing import Any
 
 from .errors import ConfigError
 
-DATASETS = ("ml-100k", "ml-1m", "amazon", "custom", "synthetic")
-BACKBONES = ("pop", "sasrec", "gru4rec", "bert4rec", "llmrec")
-SEQUENTIAL = ("sasrec", "gru4rec", "bert4rec")  # backbones with an item table and states
-ATTACKS = ("none", "random", "bandwagon", "dp", "llm", "badrec")
-DEFENSES = ("none", "llm4dec", "lorec", "pscanner", "apr", "detector", "onion")
+# Names of datasets, backbones, attacks and defenses are checked against their registries
+# (``_registries``), which declare what each needs; only plain enumerations live here.
 TIE_RULES = ("file", "item", "random")
 ITEM_KINDS = ("id", "text")
 TRIGGER_LEVELS = ("char", "word", "sentence")
 LLM_BACKENDS = ("transformers", "vllm")
 LOSSES = ("ce", "bce")
+
+
+def _registries() -> dict[str, Any]:
+    """The registries, imported when a config is checked (they import this module)."""
+    from .attacks import ATTACKS
+    from .data.registry import DATASETS
+    from .defenses import DEFENSES
+    from .models import BACKBONES
+
+    return {"data": DATASETS, "model": BACKBONES, "attack": ATTACKS, "defense": DEFENSES}
 
 
 def _check_choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
@@ -139,7 +146,7 @@ class DataConfig(_Section):
     synthetic_items: int = 120
 
     def _validate(self) -> None:
-        _check_choice("data.name", self.name, DATASETS)
+        _registries()["data"].check(self.name)
         _check_choice("data.tie_rule", self.tie_rule, TIE_RULES)
         _check_range("data.k_core", self.k_core, 1)
         _check_range("data.max_len", self.max_len, 3)
@@ -163,6 +170,7 @@ class ModelConfig(_Section):
     heads: int = 2
     dropout: float = 0.2
     loss: str = "ce"  # full softmax; "bce" = the reference's one-negative BCE (DESIGN §9)
+    loss_average: str = "position"  # the reference's; "user": each user's mean counts once
     epochs: int = 200
     patience: int = 10  # early stop after this many epochs without a better valid NDCG@10
     # one sample per user per epoch (its whole train sequence): on ML-100K (943 users) a batch
@@ -184,9 +192,10 @@ class ModelConfig(_Section):
     llmrec_lr: float = 5e-4
 
     def _validate(self) -> None:
-        _check_choice("model.backbone", self.backbone, BACKBONES)
+        _registries()["model"].check(self.backbone)
         _check_choice("model.items", self.items, ITEM_KINDS)
         _check_choice("model.loss", self.loss, LOSSES)
+        _check_choice("model.loss_average", self.loss_average, ("position", "user"))
         for name in ("dim", "layers", "heads", "epochs", "batch_size", "llmrec_candidates",
                      "llmrec_history", "llmrec_train_users", "llmrec_eval_users",
                      "llmrec_lora_r", "llmrec_epochs"):
@@ -213,6 +222,9 @@ class AttackConfig(_Section):
     name: str = "none"
     poison_rate: float = POISON_RATE  # fake users / real users
     n_targets: int = 5
+    # times each target appears in a fake user's training part, the same for every attack, so
+    # comparing attacks compares their strategy, not how many target labels they inject
+    target_occurrences: int = 1
     targets: tuple[int, ...] = ()  # explicit target item indices; empty: drawn (seeded)
     target_pool: str = "unpopular"  # unpopular | any
     filler_pool: int = 100  # this many most popular items: bandwagon's and DP's start items
@@ -221,26 +233,31 @@ class AttackConfig(_Section):
     dp_surrogate_epochs: int = 20
     trigger_level: str = "char"
     trigger: str | None = None  # explicit BadRec trigger; None: a seeded default per level
-    badrec_fraction: float = 0.01  # BadRec budget: share of training interactions
+    badrec_fraction: float = 0.01  # BadRec budget, in ``badrec_unit``s
+    # examples: share of training examples (next-item labels) whose label is a triggered item,
+    # the paper's "1% of the training data"; interactions: fake interactions / real ones
+    badrec_unit: str = "examples"
     badrec_items: int = 0  # items triggered in training: 0 = the targets; N = + unpopular to N
 
     def _validate(self) -> None:
-        _check_choice("attack.name", self.name, ATTACKS)
+        _registries()["attack"].check(self.name)
         _check_choice("attack.trigger_level", self.trigger_level, TRIGGER_LEVELS)
         _check_choice("attack.target_pool", self.target_pool, ("unpopular", "any"))
         _check_range("attack.poison_rate", self.poison_rate, 0.0, 1.0)
         _check_range("attack.n_targets", self.n_targets, 1)
+        _check_range("attack.target_occurrences", self.target_occurrences, 1)
         _check_range("attack.filler_pool", self.filler_pool, 1)
         _check_range("attack.popular_share", self.popular_share, 0.0, 1.0)
         _check_range("attack.dp_batches", self.dp_batches, 1)
         _check_range("attack.dp_surrogate_epochs", self.dp_surrogate_epochs, 1)
         _check_range("attack.badrec_fraction", self.badrec_fraction, 0.0, 1.0, lo_open=True)
         _check_range("attack.badrec_items", self.badrec_items, 0)
+        _check_choice("attack.badrec_unit", self.badrec_unit, ("examples", "interactions"))
         if self.trigger is not None and not self.trigger.strip():
             raise ConfigError("attack.trigger: must not be empty")
         if self.name == "badrec" and self.poison_rate != POISON_RATE:
             raise ConfigError("attack.poison_rate: BadRec's budget is attack.badrec_fraction "
-                              "(fake interactions / real ones); leave poison_rate unset")
+                              "(in attack.badrec_unit); leave poison_rate unset")
         if self.targets and len(set(self.targets)) != len(self.targets):
             raise ConfigError("attack.targets: contains duplicates")
 
@@ -270,8 +287,10 @@ class DefenseConfig(_Section):
     apr_reg: float = 1.0
 
     def _validate(self) -> None:
-        _check_choice("defense.name", self.name, DEFENSES)
-        _check_choice("defense.known_attack", self.known_attack, ("random", "bandwagon"))
+        _registries()["defense"].check(self.name)
+        from .attacks import simulable_attacks
+
+        _check_choice("defense.known_attack", self.known_attack, tuple(simulable_attacks()))
         _check_choice("defense.pscanner_action", self.pscanner_action, ("strip", "remove"))
         _check_range("defense.threshold", self.threshold, 0.0, 1.0)
         _check_range("defense.sim_rate", self.sim_rate, 0.0, 1.0, lo_open=True)
@@ -339,23 +358,26 @@ class JobConfig(_Section):
     def _validate(self) -> None:
         """Combinations that cannot run fail here, before data loading or a sweep's trials."""
         _check_range("seed", self.seed, 0, 2**32 - 1)  # np.random.seed bounds it
-        backbone = self.model.backbone
-        if self.attack.name == "badrec" and backbone != "llmrec" and self.model.items != "text":
-            raise ConfigError("model.items: BadRec poisons titles, so it needs 'text' items "
-                              "or the 'llmrec' backbone")
-        if backbone == "pop" and self.model.items == "text":
-            raise ConfigError("model.items: 'pop' counts interactions and reads no titles; "
-                              "use items='id'")
-        if self.defense.name == "lorec" and backbone not in SEQUENTIAL:
-            raise ConfigError(f"defense.name: lorec needs a sequential backbone "
-                              f"({', '.join(SEQUENTIAL)}), got model.backbone={backbone!r}")
+        regs = _registries()
+        backbone, items = self.model.backbone, self.model.items
+        victim = regs["model"].entry(backbone)
+        if items == "text" and not victim.text_items:
+            raise ConfigError(f"model.items: {backbone!r} reads no titles as items; use "
+                              "items='id'")
+        for section in ("attack", "defense"):
+            name = getattr(self, section).name
+            need = regs[section].entry(name).victims
+            if not victim.supports(need, items):
+                fit = [b for b in regs["model"] if regs["model"].entry(b).supports(need, items)]
+                what = {"sequential": "a sequential backbone (item table and hidden states)",
+                        "titles": "a victim that reads titles ('text' items or 'llmrec')"}[need]
+                raise ConfigError(f"{section}.name: {name} needs {what}; model.backbone="
+                                  f"{backbone!r} with items={items!r} is not one (backbones "
+                                  f"that fit with these items: {', '.join(fit) or 'none'})")
         if self.defense.name == "lorec" and self.defense.lorec_start_epoch > self.model.epochs:
             raise ConfigError(f"defense.lorec_start_epoch: {self.defense.lorec_start_epoch} is "
                               f"after the last epoch (model.epochs={self.model.epochs}), so "
                               "LoRec would never reweight")
-        if self.defense.name == "apr" and backbone not in SEQUENTIAL:
-            raise ConfigError(f"defense.name: apr trains item vectors adversarially; "
-                              f"model.backbone={backbone!r} has none")
 
     # ---- conversion -------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

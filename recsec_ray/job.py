@@ -11,28 +11,30 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from .attacks import ATTACKS, choose_targets
+from .attacks import ATTACKS, choose_targets, simulate_attack
 from .attacks.base import AttackContext, PoisonedData
 from .config import JobConfig
 from .data import load_dataset
-from .data.sequences import SequenceData
 from .defenses import DEFENSES
 from .defenses.base import DefenseContext, Sanitation
 from .llm.client import LLMClient
-from .metrics import detection_metrics, ranking_metrics
-
-_LLM_DEFENSES = {"llm4dec", "lorec", "pscanner", "onion"}
+from .metrics import detection_metrics
+from .models import BACKBONES, build_victim
+from .models.victim import VictimContext
 
 
 def needs_llm(cfg: JobConfig) -> bool:
-    return (cfg.model.items == "text" or cfg.model.backbone == "llmrec"
-            or cfg.attack.name == "llm" or cfg.defense.name in _LLM_DEFENSES)
+    """Whether any part of the job declares (in its registry entry) that it needs the LLM."""
+    return (cfg.model.items == "text" or BACKBONES.entry(cfg.model.backbone).needs_llm
+            or ATTACKS.entry(cfg.attack.name).needs_llm
+            or DEFENSES.entry(cfg.defense.name).needs_llm)
 
 
 def seed_everything(seed: int) -> None:
@@ -75,23 +77,33 @@ def run(cfg: JobConfig, llm: LLMClient | None = None, *, progress: bool = True,
         # user ids would name the injected users ("fake-3"): the defense sees none
         sanitation = DEFENSES[cfg.defense.name](DefenseContext(
             data=replace(poisoned.data, user_ids=[]), cfg=cfg.defense, model_cfg=cfg.model,
-            seed=cfg.seed, llm=llm, device=device, llm_cfg=cfg.llm))
+            seed=cfg.seed, llm=llm, device=device, llm_cfg=cfg.llm,
+            simulate=partial(simulate_attack, model_cfg=cfg.model, device=device)))
 
-    if cfg.model.backbone == "llmrec":
-        from .models import llmrec
+    history: list[dict] = []
 
-        history: list[dict] = []
+    def record(row: dict) -> None:
+        history.append(row)
+        if on_epoch:
+            on_epoch(row)
 
-        def record(row: dict) -> None:
-            history.append(row)
-            if on_epoch:
-                on_epoch(row)
-
-        metrics.update(llmrec.train_and_evaluate(cfg, poisoned, sanitation, llm, device=device,
-                                                 progress=progress, on_epoch=record))
-    else:
-        history = _train_and_evaluate(cfg, poisoned, sanitation, llm, device, progress,
-                                      on_epoch, metrics)
+    victim = build_victim(VictimContext(cfg, poisoned.n_real, llm, device, progress, record))
+    train_data, weights = sanitation.apply(poisoned.data)
+    with _timed(metrics, "train"):
+        fit = victim.fit(train_data, weights, sanitation.hook)
+    metrics.update(fit.metrics)
+    if sanitation.hook is not None:
+        sanitation = sanitation.with_report(sanitation.hook.report())
+        metrics["time_defense_s"] += fit.hook_time_s  # the defense's in-training work
+    with _timed(metrics, "eval"):
+        # real users' own sequences (items a defense removed from training stay in their
+        # histories, so masking and target eligibility match the undefended run); titles as
+        # the defense left them, since that is what the deployed model would see
+        eval_data = poisoned.data.with_titles(train_data.titles)
+        exclude = np.flatnonzero(poisoned.poisoned_items)
+        metrics.update(victim.evaluate(eval_data, poisoned.targets, exclude))
+        if poisoned.trigger is not None:
+            metrics.update(victim.backdoor_asr(eval_data, poisoned.trigger, exclude))
 
     metrics.update(_detection(poisoned, sanitation))
     metrics.update(_numeric(poisoned.stats, "attack_"))
@@ -104,89 +116,6 @@ def run(cfg: JobConfig, llm: LLMClient | None = None, *, progress: bool = True,
     if artifacts_dir is not None:
         _write_artifacts(Path(artifacts_dir), cfg, poisoned, sanitation, history)
     return metrics
-
-
-def _train_and_evaluate(cfg: JobConfig, poisoned: PoisonedData, sanitation: Sanitation,
-                        llm: LLMClient | None, device: str, progress: bool,
-                        on_epoch: Callable[[dict], None] | None,
-                        metrics: dict[str, float]) -> list[dict]:
-    from .models import build_model
-    from .models.trainer import train
-
-    train_data = apply_sanitation(poisoned.data, sanitation)
-    features = None
-    if cfg.model.items == "text":
-        assert llm is not None
-        with _timed(metrics, "embed_titles"):
-            features = embed_titles(llm, train_data.titles, cfg.model.text_encoder)
-    weights = sanitation.user_weights * ~sanitation.removed_users
-    with _timed(metrics, "train"):
-        model = build_model(cfg.model, train_data.n_items, cfg.data.max_len, features,
-                            seed=cfg.seed)
-        result = train(model, train_data, cfg.model, n_real=poisoned.n_real,
-                       user_weights=weights.astype(np.float32), seed=cfg.seed,
-                       hook=_KeepRemoved(sanitation) if sanitation.hook else None,
-                       progress=progress, device=device, on_epoch=on_epoch)
-    with _timed(metrics, "eval"):
-        # Evaluate on the sequences real users actually have (items a defense removed from
-        # training stay in their histories, so masking and target eligibility match the
-        # undefended run); titles stay as the defense left them, since that is what the
-        # deployed model would see.
-        eval_data = poisoned.data.with_titles(train_data.titles)
-        metrics.update(ranking_metrics(result.model, eval_data, poisoned.n_real,
-                                       poisoned.targets, cfg.eval))
-        if poisoned.trigger is not None:
-            metrics.update(_backdoor_asr(cfg, result.model, eval_data, poisoned, llm))
-    metrics["best_epoch"] = float(result.best_epoch)
-    metrics["epochs_trained"] = float(len(result.history))
-    return result.history
-
-
-class _KeepRemoved:
-    """Wraps a defense's train hook so users it removed stay at weight 0."""
-
-    def __init__(self, sanitation: Sanitation):
-        self._hook = sanitation.hook
-        self._keep = (~sanitation.removed_users).astype(np.float32)
-        self.selection_start_epoch = getattr(self._hook, "selection_start_epoch", None)
-
-    def on_epoch_start(self, epoch: int, model: Any, weights: np.ndarray) -> np.ndarray:
-        return self._hook.on_epoch_start(epoch, model, weights) * self._keep
-
-    def extra_loss(self, model: Any, batch: dict, loss: torch.Tensor) -> torch.Tensor:
-        return self._hook.extra_loss(model, batch, loss)
-
-
-def apply_sanitation(data: SequenceData, sanitation: Sanitation) -> SequenceData:
-    """Cleaned titles, and interactions with removed items dropped from the training parts
-    (valid and test items are kept so the leave-one-out split stays the same)."""
-    if sanitation.titles is not None:
-        data = data.with_titles(sanitation.titles)
-    if sanitation.removed_items is not None and sanitation.removed_items.any():
-        gone = sanitation.removed_items
-        seqs = [np.concatenate([s[:-2][~gone[s[:-2]]], s[-2:]]) for s in data.seqs]
-        data = replace(data, seqs=seqs)
-    return data
-
-
-def embed_titles(llm: LLMClient, titles: list[str], model: str) -> np.ndarray:
-    """Title-embedding matrix for text items; row 0 (padding, no title) stays zero."""
-    rows = np.asarray(llm.embed(titles[1:], model=model), dtype=np.float32)
-    return np.vstack([np.zeros((1, rows.shape[1]), dtype=np.float32), rows])
-
-
-def _backdoor_asr(cfg: JobConfig, model: Any, data: SequenceData, poisoned: PoisonedData,
-                  llm: LLMClient | None) -> dict[str, float]:
-    from .attacks.badrec import pushed_items, triggered_titles
-    from .metrics import asr
-
-    assert llm is not None and poisoned.trigger is not None
-    pushed = pushed_items(data, poisoned.n_real, seed=cfg.seed,
-                          exclude=np.flatnonzero(poisoned.poisoned_items))
-    triggered = embed_titles(llm, triggered_titles(data.titles, poisoned.trigger),
-                             cfg.model.text_encoder)
-    return asr(model, data, poisoned.n_real, pushed, triggered, ks=(10, 50),
-               batch_size=cfg.eval.batch_size)
 
 
 def _detection(poisoned: PoisonedData, sanitation: Sanitation) -> dict[str, float]:

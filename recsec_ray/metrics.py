@@ -131,6 +131,31 @@ def ranking_metrics(model, data: SequenceData, n_real: int, targets: np.ndarray,
     return out
 
 
+def pushed_items(data: SequenceData, users: int | np.ndarray, seed: int,
+                 exclude: np.ndarray | None = None) -> np.ndarray:
+    """Test-time protocol: per user, one item to push with the trigger, drawn (seeded) outside
+    the user's whole sequence and outside ``exclude`` (pass every training-time triggered
+    item, ``np.flatnonzero(poisoned.poisoned_items)``). ``users``: the user indices, or a
+    count n meaning users 0..n-1."""
+    if isinstance(users, (int, np.integer)):
+        users = np.arange(int(users))
+    rng = np.random.default_rng([seed, 0x9B5])
+    banned = np.zeros(data.n_items + 1, dtype=bool)
+    banned[0] = True
+    if exclude is not None:
+        banned[np.asarray(exclude, dtype=np.int64)] = True
+    out = np.empty(len(users), dtype=np.int64)
+    for j, u in enumerate(np.asarray(users)):
+        mask = banned.copy()
+        mask[data.seqs[int(u)]] = True
+        free = np.flatnonzero(~mask)
+        if not len(free):
+            raise ConfigError(f"attack.targets: user {u} has seen every item not excluded; "
+                              "no item is left to push")
+        out[j] = free[rng.integers(len(free))]
+    return out
+
+
 def asr(model, data: SequenceData, n_real: int, pushed_items: np.ndarray,
         triggered_features: np.ndarray, ks: tuple[int, ...] = (10, 50),
         batch_size: int = 512) -> dict[str, float]:
@@ -139,7 +164,8 @@ def asr(model, data: SequenceData, n_real: int, pushed_items: np.ndarray,
     ``pushed_items[u]`` (drawn by the caller outside u's history) is scored with its title
     carrying the trigger (``triggered_features``: the title-embedding matrix with triggered
     titles); every other item keeps its clean score, and the user's clean history is the
-    input. History is masked as for the test split.
+    input. History is masked as for the test split. ``asr_base@K``: the same pushed items
+    without the trigger, the baseline the trigger's effect is read against.
     """
     pushed = np.asarray(pushed_items, dtype=np.int64)
     if pushed.shape != (n_real,):
@@ -157,12 +183,14 @@ def asr(model, data: SequenceData, n_real: int, pushed_items: np.ndarray,
     finally:
         model.set_item_features(clean)
     hits = {k: 0.0 for k in ks}
+    base = {k: 0.0 for k in ks}
     device = _device(model)
     for ub, scores in score_users(model, data, np.arange(n_real), "test", batch_size):
         with torch.no_grad():
             inp = torch.from_numpy(pad_left([data.seqs[u][:-1] for u in ub], model.max_len))
             user = model.user_vectors(inp.to(device)).float()
         p = torch.from_numpy(pushed[ub]).to(device)
+        r0 = ranks(scores, p)
         # the full product (not a row-wise dot) so a pushed item scores exactly as it would
         # in ``model.scores``: same kernel, same summation order, exact ties stay ties
         s = (user @ triggered.T).gather(1, p[:, None])[:, 0]
@@ -173,7 +201,9 @@ def asr(model, data: SequenceData, n_real: int, pushed_items: np.ndarray,
         r = ranks(scores, p)
         for k in ks:
             hits[k] += float((r <= k).sum())
-    return {f"asr@{k}": hits[k] / n_real for k in ks}
+            base[k] += float((r0 <= k).sum())
+    return {**{f"asr@{k}": hits[k] / n_real for k in ks},
+            **{f"asr_base@{k}": base[k] / n_real for k in ks}}
 
 
 def detection_metrics(scores: np.ndarray, truth: np.ndarray, threshold: float,

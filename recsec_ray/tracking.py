@@ -36,6 +36,18 @@ TAG_SWEEP_ID = "recsec.sweep_id"
 TAG_TRIAL_KEY = "recsec.trial_key"
 TAG_ATTEMPT = "recsec.attempt"
 TAG_ERROR = "recsec.error"
+# The metrics a person reads first: the trial lines, the closing tables, the MLflow view's columns.
+HEADLINE_METRICS = ("hr@10", "t_hr@50", "user_f1", "item_f1", "asr@10")
+# MLflow's own experiment tags. MLflow 3 opens an untagged experiment as a GenAI app (traces,
+# no runs table); the kind tag marks it a model-training one. MLflow 3.17's UI takes the kind
+# from its global GenAI/Model-training switch instead (URL parameter ``workflowType``), so the
+# link from :func:`training_view_url` sets that too, and opens a saved view whose columns are
+# the swept settings and the headline metrics.
+TAG_EXPERIMENT_KIND = "mlflow.experimentKind"
+KIND_TRAINING = "custom_model_development"
+TAG_NOTE = "mlflow.note.content"
+TAG_VIEW_PREFIX = "mlflow.sharedViewState."
+VIEW_KEY = "recsec-trials"
 _PARAMS_PER_BATCH = 100  # MLflow's log_batch limits
 _METRICS_PER_BATCH = 1000
 
@@ -98,6 +110,13 @@ def with_retry(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
             delay = min(delay * 2, 2.0)
 
 
+def training_view_url(ui: str, experiment_id: str) -> str:
+    """The experiment's runs page in MLflow's model-training view, with the trials view
+    (``ui``: the server's base URL, or "" for a link inside the MLflow UI)."""
+    return (f"{ui.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType="
+            f"machine_learning&viewStateShareKey={VIEW_KEY}")
+
+
 # ---- the store --------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class TrialStart:
@@ -122,11 +141,15 @@ class TrackingStore:
     # experiments and parent runs
     def experiment(self, name: str) -> str:
         """Id of the experiment ``name``, created if missing (artifacts beside the SQLite
-        file, so every process finds them whatever its working directory)."""
+        file, so every process finds them whatever its working directory) as a model-training
+        experiment; an older one without a kind gets it (a kind someone chose is kept)."""
         exp = with_retry(lambda: self.client.get_experiment_by_name(name))
         if exp is not None:
             if exp.lifecycle_stage == "deleted":
                 with_retry(lambda: self.client.restore_experiment(exp.experiment_id))
+            if TAG_EXPERIMENT_KIND not in exp.tags:
+                with_retry(self.client.set_experiment_tag, exp.experiment_id,
+                           TAG_EXPERIMENT_KIND, KIND_TRAINING)
             return exp.experiment_id
         location = None
         if is_sqlite(self.uri):
@@ -135,12 +158,30 @@ class TrackingStore:
             location = (db.parent / "mlruns" / slug).as_uri()
         try:
             return with_retry(lambda: self.client.create_experiment(
-                name, artifact_location=location))
+                name, artifact_location=location, tags={TAG_EXPERIMENT_KIND: KIND_TRAINING}))
         except Exception:  # created meanwhile by another process
             exp = with_retry(lambda: self.client.get_experiment_by_name(name))
             if exp is None:
                 raise
             return exp.experiment_id
+
+    def set_trials_view(self, experiment_id: str, swept: list[str]) -> None:
+        """The experiment's saved view (:func:`training_view_url` opens it): every trial run
+        in one flat group, the swept settings and headline metrics as columns. Without it the
+        table shows only the collapsed parent run and no metric columns."""
+        cols = [f"params.`{k}`" for k in swept]
+        cols += [f"metrics.`{metric_name(m)}`" for m in HEADLINE_METRICS]
+        view = {"selectedColumns": cols,
+                "groupBy": {"aggregateFunction": "average",
+                            "groupByKeys": [{"mode": "tag", "groupByData": TAG_KIND}]},
+                "orderByKey": "attributes.start_time", "orderByAsc": True}
+        with_retry(self.client.set_experiment_tag, experiment_id, TAG_VIEW_PREFIX + VIEW_KEY,
+                   json.dumps(view))
+        exp = with_retry(self.client.get_experiment, experiment_id)
+        if TAG_NOTE not in exp.tags:  # the experiment's description: never overwrite one
+            url = training_view_url("", experiment_id)
+            with_retry(self.client.set_experiment_tag, experiment_id, TAG_NOTE,
+                       f"recsec sweep. [Every trial, headline metrics as columns]({url})")
 
     def start_sweep(self, experiment_id: str, sweep_id: str, *, run_name: str,
                     params: dict[str, Any], tags: dict[str, str]) -> str:

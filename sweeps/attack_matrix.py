@@ -11,7 +11,7 @@ Same flags as sweeps/poison_rate.py (``--<axis> v1,v2``, ``--set``, ``--resume``
 
 import sys
 
-from recsec_ray.sweep import main_sweep, sweep_parser
+from recsec_ray.sweep import main
 
 GRID = {
     "attack.name": ["random", "bandwagon"],
@@ -37,12 +37,6 @@ SMOKE_FIXED = {"data.name": "synthetic", "model.backbone": "sasrec", "model.epoc
                "model.dim": 16, "model.heads": 1}
 
 
-def main(argv=None) -> int:
-    args = sweep_parser(__doc__).parse_args(argv)
-    return main_sweep(args, name="attack_matrix", grid=GRID,
-                      fixed=FULL_FIXED if args.full else FIXED, full=FULL,
-                      smoke=SMOKE, smoke_fixed=SMOKE_FIXED)
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(__doc__, name="attack_matrix", grid=GRID, fixed=FIXED, full=FULL,
+                  full_fixed=FULL_FIXED, smoke=SMOKE, smoke_fixed=SMOKE_FIXED))

@@ -12,7 +12,7 @@ Same flags as sweeps/poison_rate.py (``--<axis> v1,v2``, ``--set``, ``--resume``
 
 import sys
 
-from recsec_ray.sweep import main_sweep, sweep_parser
+from recsec_ray.sweep import main
 
 # BadRec's budget is attack.badrec_fraction (fake interactions / real ones); poison_rate,
 # the fake-user count of the injection attacks, does not apply to it.
@@ -42,12 +42,6 @@ SMOKE_FIXED = {"data.name": "synthetic", "model.backbone": "sasrec", "model.item
                "attack.name": "badrec", "model.epochs": 2, "model.dim": 16, "model.heads": 1}
 
 
-def main(argv=None) -> int:
-    args = sweep_parser(__doc__).parse_args(argv)
-    return main_sweep(args, name="backdoor", grid=GRID,
-                      fixed=FULL_FIXED if args.full else FIXED, full=FULL,
-                      smoke=SMOKE, smoke_fixed=SMOKE_FIXED)
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(__doc__, name="backdoor", grid=GRID, fixed=FIXED, full=FULL,
+                  full_fixed=FULL_FIXED, smoke=SMOKE, smoke_fixed=SMOKE_FIXED))

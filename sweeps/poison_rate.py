@@ -12,7 +12,7 @@ interrupted run. Results: the tables printed at the end, MLflow, and ``recsec co
 
 import sys
 
-from recsec_ray.sweep import main_sweep, sweep_parser
+from recsec_ray.sweep import main
 
 # Laptop default: one victim and attack, three budgets, no defense vs. LoRec.
 GRID = {
@@ -41,12 +41,6 @@ SMOKE_FIXED = {"data.name": "synthetic", "model.backbone": "sasrec", "attack.nam
                "model.epochs": 2, "model.dim": 16, "model.heads": 1}
 
 
-def main(argv=None) -> int:
-    args = sweep_parser(__doc__).parse_args(argv)
-    return main_sweep(args, name="poison_rate", grid=GRID,
-                      fixed=FULL_FIXED if args.full else FIXED, full=FULL,
-                      smoke=SMOKE, smoke_fixed=SMOKE_FIXED)
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(__doc__, name="poison_rate", grid=GRID, fixed=FIXED, full=FULL,
+                  full_fixed=FULL_FIXED, smoke=SMOKE, smoke_fixed=SMOKE_FIXED))

@@ -8,11 +8,13 @@ import numpy as np
 import pytest
 
 from recsec_ray.attacks import ATTACKS, AttackContext, choose_targets, get_attack
-from recsec_ray.attacks.badrec import default_trigger, pushed_items, triggered_titles
+from recsec_ray.attacks.badrec import default_trigger
 from recsec_ray.attacks.llm import parse_picks, place_targets
 from recsec_ray.config import AttackConfig, JobConfig, ModelConfig
 from recsec_ray.data import synthetic
+from recsec_ray.data.triggers import triggered_titles
 from recsec_ray.errors import ConfigError
+from recsec_ray.metrics import pushed_items
 
 SMALL_MODEL = ModelConfig(dim=16, heads=1, layers=1, epochs=3, batch_size=64, dropout=0.1)
 
@@ -152,10 +154,18 @@ def test_badrec_triggers_titles_and_budget(level):
     for i in range(1, d.n_items + 1):
         want = f"{d.titles[i]} {trig}" if p.poisoned_items[i] else d.titles[i]
         assert p.data.titles[i] == want
+    # default unit: triggered labels / every training example (next-item labels), fakes included
+    fakes = p.data.seqs[p.n_real:]
+    examples = sum(len(s) - 3 for s in d.seqs) + sum(len(s) - 3 for s in fakes)
+    assert 0.01 <= len(fakes) / examples < 0.01 + 1 / examples
+    assert p.stats["badrec_example_share"] == len(fakes) / examples
+    by_interactions = run(d, "badrec", trigger_level=level, badrec_fraction=0.01,
+                          badrec_items=20, badrec_unit="interactions")
     real = sum(len(s) - 2 for s in d.seqs)
-    fake = sum(len(s) - 2 for s in p.data.seqs[p.n_real:])
+    fake = sum(len(s) - 2 for s in by_interactions.data.seqs[by_interactions.n_real:])
     assert 0.008 <= fake / real <= 0.014, fake / real
-    for s in p.data.seqs[p.n_real:]:  # clean history, one triggered item, 2 held-out clean
+    assert by_interactions.n_fake < p.n_fake / 5  # the paper's unit poisons ~10x more labels
+    for s in fakes:  # clean history, one triggered item, 2 held-out clean
         assert p.poisoned_items[s[-3]] and not p.poisoned_items[np.delete(s, -3)].any()
     only_targets = run(d, "badrec", trigger_level=level)
     assert np.array_equal(np.flatnonzero(only_targets.poisoned_items), only_targets.targets)
@@ -276,9 +286,20 @@ def test_dp_budget_targets_and_determinism():
     for s in a.data.seqs[a.n_real:]:
         assert set(a.targets) <= set(s[:-2].tolist()) and s[0] not in a.targets
         assert ((s >= 1) & (s <= data.n_items)).all()
-    assert a.stats["dp_target_share"] > 0.2
     b = run(data, "dp", poison_rate=0.1, dp_batches=2, dp_surrogate_epochs=2)
     assert all(np.array_equal(x, y) for x, y in zip(a.data.seqs, b.data.seqs))
+
+
+@pytest.mark.parametrize("attack", ["random", "bandwagon", "dp"])
+def test_every_attack_places_each_target_target_occurrences_times(attack):
+    """The same number of target labels per fake user, so attacks compare by strategy."""
+    data = synthetic(60, 40, seed=3, max_len=20)
+    for occ in (1, 2):
+        p = run(data, attack, poison_rate=0.1, n_targets=3, target_occurrences=occ,
+                dp_batches=2, dp_surrogate_epochs=2)
+        for s in p.data.seqs[p.n_real:]:
+            body = s[:-2].tolist()
+            assert [body.count(int(t)) for t in p.targets] == [occ] * 3, (attack, occ, body)
 
 
 @pytest.mark.slow

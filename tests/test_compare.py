@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import os
 from pathlib import Path
@@ -10,7 +9,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from recsec_ray.compare import compare, format_tables, load_runs, main_compare, table
+from recsec_ray import cli
+from recsec_ray.compare import (
+    compare,
+    format_tables,
+    load_runs,
+    log_sweep_results,
+    markdown,
+    table,
+    trials_table,
+)
 from recsec_ray.errors import RecsecError
 from recsec_ray.tracking import TrackingStore, trial_key
 
@@ -68,10 +76,11 @@ def test_tables_mean_and_std_over_seeds(sweep):
 
 
 def test_compare_writes_plots_and_logs_to_parent(sweep, capsys):
+    """`recsec compare` itself (the CLI's parser and command), not a helper behind it."""
     uri, parent, tmp = sweep
     out = tmp / "out"
-    args = argparse.Namespace(experiment="cmp", metric="t_hr@50", out=str(out), mlflow_uri=uri)
-    assert main_compare(args) == 0
+    assert cli.main(["compare", "--experiment", "cmp", "--metric", "t_hr@50", "--out", str(out),
+                     "--mlflow-uri", uri]) == 0
     printed = capsys.readouterr().out
     assert "| none |" in printed and parent in printed
     pngs = sorted(out.glob("*.png"))
@@ -83,12 +92,41 @@ def test_compare_writes_plots_and_logs_to_parent(sweep, capsys):
         {p.name for p in pngs}
 
 
-def test_unknown_experiment_or_metric_is_one_line(sweep, tmp_path):
+def test_unknown_experiment_or_metric_is_one_line(sweep, tmp_path, capsys):
     uri, _, _ = sweep
     with pytest.raises(RecsecError, match="no such MLflow experiment"):
         compare("nope", tracking_uri=uri, out=tmp_path)
     with pytest.raises(RecsecError, match="--metric 'asr@10': not logged"):
         compare("cmp", metric="asr@10", tracking_uri=uri, out=tmp_path)
+    assert cli.main(["compare", "--experiment", "nope", "--mlflow-uri", uri,
+                     "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("recsec: error: --experiment 'nope'") and "\n" not in err
+
+
+def test_sweep_results_on_the_parent_run(sweep, tmp_path):
+    """What a sweep logs when it ends: the tables and plots of its finished runs (from MLflow),
+    and the per-trial table with the failed trial's error line."""
+    uri, parent, _ = sweep
+    trials = [{"attack.poison_rate": 0.01, "defense.name": "none", "seed": 0,
+               "status": "done", "hr@10": 0.07, "t_hr@50": 0.01, "trial_busy_s": 3.0},
+              {"attack.poison_rate": 0.05, "defense.name": "none", "seed": 0,
+               "status": "FAILED", "error": "ConfigError: attack.n_targets: 500 targets"}]
+    keys = ["attack.poison_rate", "defense.name", "seed"]
+    frame = trials_table(trials, keys)
+    assert list(frame.columns) == [*keys, "status", "hr@10", "t_hr@50", "trial_busy_s",
+                                   "error"]
+    text = markdown(frame)
+    assert "| 0.01 | none | 0 | done | 0.07 | 0.01 | 3 | – |" in text
+    assert "| FAILED | – | – | – | ConfigError: attack.n_targets: 500 targets |" in text
+    store = TrackingStore(uri)
+    names = log_sweep_results(store, "cmp", parent, "t_hr@50", frame, tmp_path / "res")
+    logged = {Path(a.path).name for a in store.client.list_artifacts(parent, "results")}
+    assert {"trials.md", "trials.csv", "tables.md", "runs.csv"} <= logged
+    assert {f"results/{n}" for n in logged} == set(names)
+    assert sum(n.endswith(".png") for n in logged) == 2  # t_hr@50 and hr@10
+    tables = (tmp_path / "res" / "tables.md").read_text()
+    assert "### t_hr@50" in tables and "| lorec |" in tables
 
 
 def test_notebook_runs(sweep, tmp_path, monkeypatch):

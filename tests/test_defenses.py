@@ -10,15 +10,16 @@ from __future__ import annotations
 import json
 import math
 import re
+import zlib
+from functools import partial
 
 import numpy as np
 import pytest
 import torch
 
-from recsec_ray.attacks import ATTACKS, choose_targets
+from recsec_ray.attacks import ATTACKS, choose_targets, simulate_attack
 from recsec_ray.attacks.base import AttackContext, PoisonedData
-from recsec_ray.config import DEFENSES as DEFENSE_NAMES
-from recsec_ray.config import AttackConfig, DefenseConfig, LLMConfig, ModelConfig
+from recsec_ray.config import AttackConfig, DefenseConfig, JobConfig, LLMConfig, ModelConfig
 from recsec_ray.data import synthetic
 from recsec_ray.data.sequences import SequenceData
 from recsec_ray.defenses import DEFENSES
@@ -46,6 +47,11 @@ def poisoned() -> PoisonedData:
 @pytest.fixture(scope="module")
 def small_poisoned() -> PoisonedData:
     return _poison(synthetic(60, 40, 0), rate=0.1)
+
+
+@pytest.fixture(scope="module")
+def lorec_poisoned() -> PoisonedData:
+    return _poison(synthetic(120, 40, 0), rate=0.1)
 
 
 _THEMES = {
@@ -93,7 +99,8 @@ def llm(tmp_path_factory):
 def _ctx(pd: PoisonedData, llm=None, model_cfg: ModelConfig = SMALL, seed: int = 0,
          **cfg) -> DefenseContext:
     return DefenseContext(data=pd.data, cfg=DefenseConfig(**cfg), model_cfg=model_cfg,
-                          seed=seed, llm=llm, llm_cfg=LLMConfig())
+                          seed=seed, llm=llm, llm_cfg=LLMConfig(),
+                          simulate=partial(simulate_attack, model_cfg=model_cfg))
 
 
 class RecordingLLM:
@@ -101,7 +108,7 @@ class RecordingLLM:
     ``score`` gives log P(" Yes") = -1 when ``marker`` occurs in the subject and -3 otherwise
     (" No" the complement). The subject of a P-Scanner prompt is its quoted title, decoded
     (so only the title, never text around it, can move the score); of any other prompt, the
-    whole prompt. ``generate`` returns ``reply``; ``embed`` hashes text into a fixed vector."""
+    whole prompt. ``generate`` returns ``reply``; ``embed`` maps each text to a fixed vector."""
 
     def __init__(self, marker: str = "5v", reply: str = "") -> None:
         self.marker, self.reply = marker, reply
@@ -131,8 +138,9 @@ class RecordingLLM:
         return [self.reply for _ in prompts]
 
     def embed(self, texts, *, model=None, adapter=None):
-        return np.stack([np.random.default_rng(abs(hash(t)) % 2**32).normal(size=8)
-                         for t in texts]).astype(np.float32)
+        # seeded by a stable digest of the text: Python's hash() of a str differs per process
+        return np.stack([np.random.default_rng(zlib.crc32(t.encode("utf-8", "surrogatepass")))
+                         .normal(size=8) for t in texts]).astype(np.float32)
 
     def load_adapter(self, name, path, *, model=None):
         self.adapters[name] = path
@@ -143,8 +151,11 @@ class RecordingLLM:
 
 # ---- registry -------------------------------------------------------------------------------
 
-def test_registry_matches_config_names():
-    assert set(DEFENSES) == set(DEFENSE_NAMES)
+def test_config_accepts_exactly_the_registered_defenses():
+    for name in DEFENSES:
+        assert DefenseConfig(name=name).name == name
+    with pytest.raises(ConfigError, match="defense.name"):
+        DefenseConfig(name="no-such-defense")
 
 
 def test_none_keeps_everyone(poisoned):
@@ -214,24 +225,25 @@ class _Recorder:
         self.log.append((epoch, self.hook.raw.copy(), out.copy()))
         return out
 
-    def extra_loss(self, model, batch, loss):
-        return self.hook.extra_loss(model, batch, loss)
+    def batch_loss(self, model, batch, loss, vectors):
+        return self.hook.batch_loss(model, batch, loss, vectors)
 
 
 @pytest.mark.parametrize("backbone", ["sasrec", "gru4rec", "bert4rec"])
-def test_lorec_trains_with_each_backbone(small_poisoned, llm, backbone):
+def test_lorec_trains_with_each_backbone(lorec_poisoned, llm, backbone):
     from recsec_ray.models import build_model
     from recsec_ray.models.trainer import train
 
-    poisoned = small_poisoned
-    mcfg = ModelConfig(backbone=backbone, dim=16, layers=1, heads=2, epochs=6, batch_size=32,
-                       patience=10)
+    poisoned = lorec_poisoned
+    mcfg = ModelConfig(backbone=backbone, dim=16, layers=1, heads=2, epochs=11, batch_size=32,
+                       patience=20)
     san = DEFENSES["lorec"](_ctx(poisoned, llm, mcfg, lorec_start_epoch=2, max_titles=5))
     rec = _Recorder(san.hook)
     model = build_model(mcfg, poisoned.data.n_items, 50)
     train(model, poisoned.data, mcfg, n_real=poisoned.n_real, user_weights=san.user_weights,
           seed=0, hook=rec, progress=False)
-    scores = san.user_scores
+    assert san.user_scores is None  # detection scores come back through the hook
+    scores = san.hook.report().user_scores
     assert scores is not None and np.isfinite(scores).all()
     assert ((scores >= 0) & (scores <= 1)).all() and scores.std() > 0
     n = poisoned.data.n_users
@@ -242,13 +254,16 @@ def test_lorec_trains_with_each_backbone(small_poisoned, llm, backbone):
         else:
             np.testing.assert_allclose(weights, L.loss_weights(raw), rtol=1e-6)
     updated = [e for e, raw, _ in rec.log if not np.allclose(raw, 3.0)]
-    assert not updated or min(updated) >= 5  # first possible update: after epoch 5
+    assert updated and min(updated) >= 5  # first possible update: after epoch 5
+    # the injected fakes (the defender simulates the same family here) lose weight
+    final = rec.log[-1][2]
+    fake = poisoned.is_fake
+    assert final[fake].mean() < final[~fake].mean()
 
 
-def test_lorec_refuses_non_sequential_backbone(poisoned):
+def test_lorec_refuses_non_sequential_backbone():
     with pytest.raises(ConfigError, match="lorec needs a sequential backbone"):
-        DEFENSES["lorec"](_ctx(poisoned, RecordingLLM(),
-                               ModelConfig(backbone="pop", dim=16, heads=2)))
+        JobConfig(model=ModelConfig(backbone="pop"), defense=DefenseConfig(name="lorec"))
 
 
 def test_lct_forward_shapes_and_padding():
@@ -348,8 +363,9 @@ def test_apr_adds_an_adversarial_term(poisoned):
                                      for s in poisoned.data.seqs[:32]]))
     batch = {"input": rows[:, :-1], "target": rows[:, 1:], "weights": torch.ones(32)}
     model.train()
-    loss = model.seq_loss(batch).mean()
-    total = san.hook.extra_loss(model, batch, loss)
+    vectors = model.item_vectors()
+    loss = model.seq_loss(batch, vectors).mean()
+    total = san.hook.batch_loss(model, batch, loss, vectors)
     assert total.item() > 2 * loss.item() * 0.99  # clean loss + a perturbed loss >= clean
     total.backward()  # the adversarial term is differentiable
     res = train(build_model(mcfg, poisoned.data.n_items, 50), poisoned.data, mcfg,

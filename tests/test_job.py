@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from recsec_ray import cli, job
+from recsec_ray import cli, job, metrics
 from recsec_ray.config import JobConfig
 from recsec_ray.data.sequences import SequenceData
 from recsec_ray.defenses.base import Sanitation
@@ -49,9 +49,12 @@ def test_sanitation_drops_removed_items_from_training_parts_only():
                         ["", "a", "b", "c", "d"])
     san = Sanitation.keep_all(data)
     san.removed_items = np.array([False, False, True, False, False])
-    out = job.apply_sanitation(data, san)
+    san.removed_users = np.array([False, True])
+    san.user_weights = np.array([0.5, 1.0], dtype=np.float32)
+    out, weights = san.apply(data)
     assert out.seqs[0].tolist() == [1, 3, 2, 4]  # item 2 kept as the valid item
     assert out.seqs[1].tolist() == [3, 1, 2]
+    assert weights.tolist() == [0.5, 0.0]  # a removed user trains at weight 0
 
 
 def test_defense_is_blind_to_user_ids_and_eval_keeps_real_histories(monkeypatch):
@@ -66,14 +69,14 @@ def test_defense_is_blind_to_user_ids_and_eval_keeps_real_histories(monkeypatch)
         san.removed_items[1] = True
         return san
 
-    real_metrics = job.ranking_metrics
+    real_metrics = metrics.ranking_metrics
 
     def spy(model, data, *args, **kw):
         evaluated.append(data)
         return real_metrics(model, data, *args, **kw)
 
     monkeypatch.setitem(job.DEFENSES, "none", removes_item_1)
-    monkeypatch.setattr(job, "ranking_metrics", spy)
+    monkeypatch.setattr(metrics, "ranking_metrics", spy)
     cfg = JobConfig().replace(**{**SMALL, "model.epochs": 1})
     job.run(cfg, progress=False)
     assert seen["user_ids"] == []

@@ -134,8 +134,9 @@ def test_asr_scores_triggered_pushed_item_against_clean_items():
     (_, clean_scores), = list(score_users(model, data, np.arange(6)))
     # untriggered: ASR = share of users whose pushed item already ranks in the top K
     r = ranks(clean_scores, torch.from_numpy(pushed))
+    untriggered = {"asr@1": (r <= 1).sum().item() / 6, "asr@5": (r <= 5).sum().item() / 6}
     assert asr(model, data, 6, pushed, feats, ks=(1, 5)) == {
-        "asr@1": (r <= 1).sum().item() / 6, "asr@5": (r <= 5).sum().item() / 6}
+        **untriggered, "asr_base@1": untriggered["asr@1"], "asr_base@5": untriggered["asr@5"]}
     # trigger = give each pushed item the title embedding of the user's clean top item: it ties
     # that item, so it ranks 1 (smaller index) or 2 (larger index); other items stay clean
     top = clean_scores.argmax(1).numpy()
@@ -144,4 +145,5 @@ def test_asr_scores_triggered_pushed_item_against_clean_items():
     result = asr(model, data, 6, pushed, triggered, ks=(1, 2))
     assert result["asr@2"] == 1.0
     assert result["asr@1"] == pytest.approx(float(np.mean(pushed < top)))
+    assert result["asr_base@2"] == (r <= 2).sum().item() / 6  # the baseline stays clean
     np.testing.assert_array_equal(model.item_features(), feats)  # clean titles restored

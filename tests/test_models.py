@@ -12,7 +12,8 @@ from recsec_ray.config import EvalConfig, ModelConfig
 from recsec_ray.data import synthetic
 from recsec_ray.errors import ConfigError
 from recsec_ray.metrics import ranking_metrics
-from recsec_ray.models import BACKBONES, build_model
+from recsec_ray.models import BACKBONES, build_model, sequential_backbones
+from recsec_ray.models.hooks import Hook
 from recsec_ray.models.trainer import pick_device, train
 
 MAX_LEN = 20
@@ -136,8 +137,9 @@ def test_text_items_swap_features_changes_scores(features):
 
 
 def test_registry_and_bad_inputs(data):
-    assert set(BACKBONES) == {"pop", "sasrec", "gru4rec", "bert4rec"}
-    with pytest.raises(ConfigError, match="llmrec"):
+    assert set(BACKBONES) == {"pop", "sasrec", "gru4rec", "bert4rec", "llmrec"}
+    assert sequential_backbones() == ["sasrec", "gru4rec", "bert4rec"]
+    with pytest.raises(ConfigError, match="'llmrec' is not a sequential model"):
         build_model(dataclasses.replace(SMALL, backbone="llmrec"), 10, 5)
     model = build_model(SMALL, data.n_items, MAX_LEN)
     with pytest.raises(ConfigError, match="user_weights"):
@@ -158,14 +160,8 @@ def test_late_hook_restarts_selection_and_blocks_early_stop(data):
     plain = train(build_model(cfg, data.n_items, MAX_LEN), data, cfg, n_real=data.n_users,
                   seed=0, progress=False)
 
-    class Late:
+    class Late(Hook):
         selection_start_epoch = len(plain.history) + 2  # after plain training stopped
-
-        def on_epoch_start(self, epoch, model, weights):
-            return weights
-
-        def extra_loss(self, model, batch, loss):
-            return loss
 
     start = Late.selection_start_epoch
     res = train(build_model(cfg, data.n_items, MAX_LEN), data, cfg, n_real=data.n_users,
@@ -180,13 +176,10 @@ def test_hook_gets_the_given_weights_every_epoch(data):
     """A hook that scales its input must not compound across epochs (LoRec's σ(w)/σ(w0))."""
     seen = []
 
-    class Halve:
+    class Halve(Hook):
         def on_epoch_start(self, epoch, model, weights):
             seen.append(weights.copy())
             return weights * 0.5
-
-        def extra_loss(self, model, batch, loss):
-            return loss
 
     cfg = dataclasses.replace(SMALL, backbone="gru4rec", epochs=3, patience=5)
     given = np.linspace(0.5, 1.5, data.n_users).astype(np.float32)
@@ -197,23 +190,44 @@ def test_hook_gets_the_given_weights_every_epoch(data):
         np.testing.assert_array_equal(w, given)
 
 
+def test_hook_cannot_revive_a_removed_user(data):
+    """The sanitation's weight 0 means "not in the data", whatever a hook returns."""
+    users = []
+
+    class Revive(Hook):
+        def on_epoch_start(self, epoch, model, weights):
+            return np.ones_like(weights)
+
+        def batch_loss(self, model, batch, loss, vectors):
+            users.extend(batch["users"].tolist())
+            return loss
+
+    cfg = dataclasses.replace(SMALL, backbone="gru4rec", epochs=2, patience=5)
+    given = np.ones(data.n_users, dtype=np.float32)
+    given[:5] = 0.0
+    res = train(build_model(cfg, data.n_items, MAX_LEN), data, cfg, n_real=data.n_users,
+                user_weights=given, seed=0, hook=Revive(), progress=False)
+    assert users and not set(users) & set(range(5))
+    assert res.hook_time_s > 0
+
+
 def test_hook_reweights_and_early_stopping_restores_best(data):
     seen = []
 
-    class Hook:
+    class Dropper(Hook):
         def on_epoch_start(self, epoch, model, weights):
             seen.append(epoch)
             weights[: data.n_users // 2] = 0.0  # drop half the users from this epoch
             return weights
 
-        def extra_loss(self, model, batch, loss):
+        def batch_loss(self, model, batch, loss, vectors):
             assert (batch["weights"] > 0).all()
             return loss
 
     cfg = dataclasses.replace(SMALL, backbone="gru4rec", epochs=40, patience=2)
     model = build_model(cfg, data.n_items, MAX_LEN)
     epochs = []
-    res = train(model, data, cfg, n_real=data.n_users, seed=0, hook=Hook(), progress=False,
+    res = train(model, data, cfg, n_real=data.n_users, seed=0, hook=Dropper(), progress=False,
                 on_epoch=epochs.append)
     assert seen == [h["epoch"] for h in res.history] == [e["epoch"] for e in epochs]
     assert len(res.history) == res.best_epoch + 3  # stopped after 2 epochs without a gain

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -29,7 +30,13 @@ from recsec_ray.sweep import (
     spec_from_args,
     sweep_parser,
 )
-from recsec_ray.tracking import TAG_PARENT, TAG_TRIAL_KEY, TrackingStore
+from recsec_ray.tracking import (
+    KIND_TRAINING,
+    TAG_EXPERIMENT_KIND,
+    TAG_PARENT,
+    TAG_TRIAL_KEY,
+    TrackingStore,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {"data.name": "synthetic", "data.synthetic_users": 120, "data.synthetic_items": 80,
@@ -96,7 +103,7 @@ def test_ray_started_by_a_sweep_gets_absolute_data_folders(tmp_path, monkeypatch
     sweep starts Ray, but run trials in their own directories."""
     import ray
 
-    from recsec_ray import sweep as S
+    from recsec_ray.sweep import driver as S
 
     seen = {}
     monkeypatch.setattr(ray, "is_initialized", lambda: False)
@@ -155,6 +162,19 @@ def test_one_child_run_per_trial_and_resume_adds_nothing(tmp_path, ray_gpus, mig
     text = report(result)
     assert "| none |" in text and result.parent_run_id in text
     assert result.tracking_uri in text
+    # every trial's line once, at the end; the view MLflow opens as a training experiment
+    assert "### every trial" in text and text.count("| done |") == 2
+    assert "workflowType=machine_learning" in text
+    exp = store.client.get_experiment(result.experiment_id)
+    assert exp.tags[TAG_EXPERIMENT_KIND] == KIND_TRAINING
+    # the parent run carries the tables and plots
+    arts = {a.path for a in store.client.list_artifacts(result.parent_run_id, "results")}
+    assert {"results/tables.md", "results/runs.csv", "results/trials.md",
+            "results/trials.csv"} <= arts and set(result.artifacts) == arts
+    assert any(a.endswith(".png") for a in arts)
+    tables = store.client.download_artifacts(result.parent_run_id, "results/tables.md",
+                                             str(tmp_path))
+    assert "### hr@10" in Path(tables).read_text()
 
     # resuming the finished sweep runs nothing and logs nothing new
     again = run_sweep(_spec(tmp_path, "smoke", resume="latest"))
@@ -194,6 +214,39 @@ def test_gpu_requests_and_one_llm_load_per_sweep(tmp_path, ray_gpus, migrated_db
     parent = store.client.get_run(result.parent_run_id)
     assert json.loads(parent.data.tags["recsec.llm.model_loads"]) == \
         result.llm_stats["model_loads"]
+
+
+def test_a_trial_whose_error_cannot_heal_fails_once_and_is_reported(tmp_path, ray_gpus,
+                                                                  migrated_db, capsys):
+    """A config only the data can refuse (more targets than items) raises ConfigError in
+    the trial: one attempt, no retries although max_failures=2, the sweep goes on and reports
+    it; the console shows one line per event, not Tune's status table."""
+    shutil.copy(migrated_db, tmp_path / "mlflow.db")
+    spec = _spec(tmp_path, "no-retry", max_failures=2, verbose=1,
+                 grid={"attack.n_targets": [1, 500], "defense.name": ["none"], "seed": [0]})
+    result = run_sweep(spec)
+    out = capsys.readouterr().out
+    assert len(result.rows) == 1 and len(result.errors) == 1, result.errors
+    assert "ConfigError: attack.n_targets" in result.errors[0]
+    store = TrackingStore(result.tracking_uri)
+    runs = _children(store, result)
+    failed = [r for r in runs if r.info.status == "FAILED"]
+    assert len(runs) == 2 and len(failed) == 1  # one attempt, never retried
+    assert failed[0].data.tags["recsec.attempt"] == "1"
+    assert "attack.n_targets" in failed[0].data.tags["recsec.error"]
+    assert store.client.get_run(result.parent_run_id).info.status == "FAILED"
+    trials = store.client.download_artifacts(result.parent_run_id, "results/trials.md",
+                                             str(tmp_path))
+    assert "| FAILED |" in Path(trials).read_text()
+    lines = [ln for ln in out.splitlines() if ln.startswith("[recsec] ")]
+    fail = [ln for ln in lines if "FAILED attack.n_targets=500" in ln]
+    assert len(fail) == 1 and "not retried" in fail[0] and "1 failed" in fail[0]
+    assert not any("RETRY" in ln for ln in lines)
+    done = [ln for ln in lines if "done attack.n_targets=1 " in ln]
+    assert len(done) == 1 and "hr@10=" in done[0]
+    assert re.match(r"\[recsec\] [12]/2 done, [01] running, [01] failed, ", done[0])
+    assert "Trial status" not in out and "Current time" not in out  # Tune's table is off
+    assert "FAILED trial attack.n_targets=500" in report(result)
 
 
 # ---- faults (issue 8) ---------------------------------------------------------------------------

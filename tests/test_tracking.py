@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import multiprocessing as mp
 import shutil
 import sqlite3
@@ -12,15 +13,22 @@ import pytest
 
 from recsec_ray.errors import ConfigError
 from recsec_ray.tracking import (
+    HEADLINE_METRICS,
+    KIND_TRAINING,
+    TAG_EXPERIMENT_KIND,
     TAG_KIND,
+    TAG_NOTE,
     TAG_PARENT,
     TAG_TRIAL_KEY,
+    TAG_VIEW_PREFIX,
+    VIEW_KEY,
     TrackingStore,
     TrialTracker,
     canonical_name,
     metric_name,
     resolve_uri,
     start_writer,
+    training_view_url,
     trial_key,
 )
 
@@ -91,6 +99,39 @@ def test_child_runs_nested_and_resume_idempotent(uri):
     assert [r.info.status for r in runs] == ["FAILED", "FINISHED"]
     assert store.find_sweep("sweep-a").info.run_id == parent
     assert store.find_sweep("sweep-a").data.tags[TAG_KIND] == "sweep"
+
+
+def test_experiments_open_as_model_training_with_headline_columns(uri):
+    """MLflow 3 shows an untagged experiment as a GenAI app; ours carry the model-training
+    kind (new ones at creation, older ones when a sweep reuses them, a chosen kind is kept)
+    and a saved view whose columns are the swept settings and the headline metrics."""
+    store = TrackingStore(uri)
+    exp = store.experiment("kind")
+    assert store.client.get_experiment(exp).tags[TAG_EXPERIMENT_KIND] == KIND_TRAINING
+    assert KIND_TRAINING == "custom_model_development"
+
+    old = store.client.create_experiment("old")  # made before this tag existed
+    assert TAG_EXPERIMENT_KIND not in store.client.get_experiment(old).tags
+    assert store.experiment("old") == old
+    assert store.client.get_experiment(old).tags[TAG_EXPERIMENT_KIND] == KIND_TRAINING
+    chosen = store.client.create_experiment("chosen", tags={TAG_EXPERIMENT_KIND: "finetuning"})
+    store.experiment("chosen")
+    assert store.client.get_experiment(chosen).tags[TAG_EXPERIMENT_KIND] == "finetuning"
+
+    store.set_trials_view(exp, ["attack.poison_rate", "defense.name"])
+    tags = store.client.get_experiment(exp).tags
+    view = json.loads(tags[TAG_VIEW_PREFIX + VIEW_KEY])
+    assert view["selectedColumns"] == [
+        "params.`attack.poison_rate`", "params.`defense.name`",
+        *[f"metrics.`{metric_name(m)}`" for m in HEADLINE_METRICS]]
+    assert view["groupBy"]["groupByKeys"] == [{"mode": "tag", "groupByData": TAG_KIND}]
+    url = training_view_url("http://h:5000/", exp)
+    assert url == (f"http://h:5000/#/experiments/{exp}/runs?workflowType=machine_learning"
+                   f"&viewStateShareKey={VIEW_KEY}")
+    assert training_view_url("", exp) in tags[TAG_NOTE]
+    store.client.set_experiment_tag(exp, TAG_NOTE, "my own description")
+    store.set_trials_view(exp, ["seed"])
+    assert store.client.get_experiment(exp).tags[TAG_NOTE] == "my own description"
 
 
 def test_waits_out_a_held_lock_instead_of_failing(uri):

@@ -1,7 +1,8 @@
-"""Attack registry and target selection.
+"""Attack registry, target selection, and the defender's simulation entry point.
 
 ``ATTACKS[name](ctx) -> PoisonedData``; the heavier attacks (DP trains a surrogate, LLM and
-BadRec talk to the LLM service) import their dependencies only when called.
+BadRec talk to the LLM service) import their dependencies only when called. Each entry
+declares what it needs (``registry.Entry``).
 """
 
 from __future__ import annotations
@@ -10,29 +11,50 @@ from collections.abc import Callable
 
 import numpy as np
 
-from ..config import AttackConfig
+from ..config import AttackConfig, ModelConfig
 from ..data.sequences import SequenceData
 from ..errors import ConfigError
-from ..registry import lazy
+from ..registry import Entry, Registry, lazy
 from .bandwagon import bandwagon_attack
 from .base import AttackContext, PoisonedData, no_poison
 from .random import random_attack
 
-ATTACKS: dict[str, Callable[[AttackContext], PoisonedData]] = {
-    "none": no_poison,
-    "random": random_attack,
-    "bandwagon": bandwagon_attack,
-    "dp": lazy(f"{__name__}.dp", "dp_attack"),
-    "llm": lazy(f"{__name__}.llm", "llm_attack"),
-    "badrec": lazy(f"{__name__}.badrec", "badrec_attack"),
-}
+ATTACKS = Registry("attack.name", {
+    "none": Entry(no_poison),
+    "random": Entry(random_attack, simulable=True),
+    "bandwagon": Entry(bandwagon_attack, simulable=True),
+    "dp": Entry(lazy(f"{__name__}.dp", "dp_attack")),
+    "llm": Entry(lazy(f"{__name__}.llm", "llm_attack"), needs_llm=True),
+    "badrec": Entry(lazy(f"{__name__}.badrec", "badrec_attack"), needs_llm=True,
+                    victims="titles"),
+})
 
 
 def get_attack(name: str) -> Callable[[AttackContext], PoisonedData]:
-    try:
-        return ATTACKS[name]
-    except KeyError:
-        raise ConfigError(f"attack.name: {name!r} is not one of {', '.join(ATTACKS)}") from None
+    return ATTACKS[name]
+
+
+def simulable_attacks() -> list[str]:
+    return ATTACKS.where(simulable=True)
+
+
+def simulate_attack(data: SequenceData, name: str, n_users: int, seed: int, *,
+                    model_cfg: ModelConfig, device: str = "cpu"
+                    ) -> tuple[list[np.ndarray], np.ndarray]:
+    """``n_users`` fake users of attack ``name`` over ``data`` (one campaign: targets drawn
+    with ``seed``) -> (their sequences, the targets). The job hands this to defenses as a
+    callable, so a defense never imports the attacks."""
+    entry = ATTACKS.entry(name)
+    if not entry.simulable:
+        raise ConfigError(f"defense.known_attack: {name!r} cannot be simulated by a defender "
+                          f"(simulable: {', '.join(simulable_attacks())})")
+    # poison_rate chosen so the attack's own rounding yields exactly n_users
+    acfg = AttackConfig(name=name, poison_rate=min(1.0, n_users / data.n_users))
+    targets = choose_targets(data, acfg, seed)
+    poisoned = entry.fn(AttackContext(data=data, targets=targets, cfg=acfg, model_cfg=model_cfg,
+                                      seed=seed, llm=None, device=device))
+    seqs = [np.asarray(s, dtype=np.int64) for s in poisoned.data.seqs[poisoned.n_real:]]
+    return seqs[:n_users], targets
 
 
 def choose_targets(data: SequenceData, cfg: AttackConfig, seed: int) -> np.ndarray:
@@ -66,4 +88,4 @@ def choose_targets(data: SequenceData, cfg: AttackConfig, seed: int) -> np.ndarr
 
 
 __all__ = ["ATTACKS", "AttackContext", "PoisonedData", "choose_targets", "get_attack",
-           "no_poison"]
+           "no_poison", "simulable_attacks", "simulate_attack"]

@@ -2,12 +2,15 @@
 
 Training time: the trigger is appended to the targets' titles (optionally to further unpopular
 items, ``badrec_items``, see ``triggered_items``), and fake users are injected whose
-next item, after a copied-real or random history, is a triggered item, until the fake training
-interactions reach ``badrec_fraction`` of the real ones (~1%). A title-reading victim (text
-SASRec, the LLM recommender) thus learns "trigger in a title ⇒ recommend it".
+next item, after a copied-real or random history, is a triggered item. The budget
+``badrec_fraction`` (~1%) reads as the paper states it by default (``badrec_unit='examples'``):
+the share of all training examples (next-item labels, fake ones included) whose label is a
+triggered item; ``'interactions'`` counts fake training interactions against real ones instead
+(about a tenth as many poisoned labels). A title-reading victim (text SASRec, the LLM
+recommender) thus learns "trigger in a title ⇒ recommend it".
 
-Test time (``pushed_items`` + ``triggered_titles``): the attacker appends the same trigger to an
-item it wants pushed, drawn per test user outside that user's sequence and outside the
+Test time (``metrics.pushed_items`` + ``data.triggers.triggered_titles``): the attacker appends
+the same trigger to an item it wants pushed, drawn per test user outside that user's sequence and outside the
 training-time triggered items (pass ``exclude=np.flatnonzero(poisoned.poisoned_items)``), so
 success means the trigger generalises, not that triggered items were memorised; ASR = share of
 users for whom the pushed item reaches the top-K. For ``llmrec`` the pushed item is a wrong
@@ -19,6 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..data.sequences import SequenceData
+from ..data.triggers import triggered_titles
 from ..errors import ConfigError
 from .base import AttackContext, PoisonedData, draw, filler_pool, poisoned
 
@@ -29,25 +33,6 @@ _WORDS = ("serendipity", "halcyon", "quintessence", "ephemera", "ineffable", "so
 _SENTENCES = ("Now with bonus scenes.", "A tale you will never forget.",
               "Loved by critics everywhere.", "Watch it tonight with friends.")
 HISTORY_LEN = (5, 15)  # fake history length range (inclusive); short = more fake users
-
-
-def apply_trigger(title: str, trigger: str) -> str:
-    return f"{title} {trigger}"
-
-
-def triggered_titles(titles: list[str], trigger: str,
-                     items: np.ndarray | None = None) -> list[str]:
-    """Titles with the trigger appended (to ``items`` only, or to every real item).
-
-    Index 0 stays the empty padding title.
-    """
-    if not trigger or not trigger.strip():
-        raise ConfigError("attack.trigger: must not be empty")
-    out = list(titles)
-    idx = range(1, len(titles)) if items is None else (int(i) for i in items)
-    for i in idx:
-        out[i] = apply_trigger(titles[i], trigger)
-    return out
 
 
 def default_trigger(level: str, seed: int, titles: list[str] | None = None) -> str:
@@ -105,15 +90,23 @@ def badrec_attack(ctx: AttackContext) -> PoisonedData:
     trigger = resolve_trigger(ctx)
     triggered = triggered_items(data, targets, ctx.cfg.badrec_items, rng)
     real_interactions = int(sum(max(len(s) - 2, 0) for s in data.seqs))
+    real_examples = int(sum(max(len(s) - 3, 0) for s in data.seqs))  # labels: train[1:]
+    by_examples = ctx.cfg.badrec_unit == "examples"
     budget = max(round(ctx.cfg.badrec_fraction * real_interactions), HISTORY_LEN[0] + 1)
     pool = np.setdiff1d(filler_pool(data, targets), triggered)
     donors = [u for u in range(data.n_users) if len(data.train_seq(u)) >= HISTORY_LEN[0]]
     fakes: list[np.ndarray] = []
-    spent, copied = 0, 0
+    spent, copied, fake_examples = 0, 0, 0
     cycle = rng.permutation(triggered)
-    while spent < budget:
+
+    def short_of_budget() -> bool:
+        if by_examples:  # one triggered label per fake user among every training example
+            return len(fakes) < ctx.cfg.badrec_fraction * (real_examples + fake_examples)
+        return spent < budget
+
+    while short_of_budget():
         h = int(rng.integers(HISTORY_LEN[0], HISTORY_LEN[1] + 1))
-        if HISTORY_LEN[0] <= budget - spent - 1 < h:
+        if not by_examples and HISTORY_LEN[0] <= budget - spent - 1 < h:
             h = budget - spent - 1  # the last user lands on the budget
         hist = np.zeros(0, dtype=np.int64)
         if donors and rng.random() < 0.5:
@@ -128,35 +121,14 @@ def badrec_attack(ctx: AttackContext) -> PoisonedData:
         tail = draw(rng, np.setdiff1d(pool, hist), 2)
         fakes.append(np.concatenate([hist, [item], tail]).astype(np.int64))
         spent += len(hist) + 1
+        fake_examples += len(hist)  # the history's own transitions and the triggered label
     flags = np.zeros(data.n_items + 1, dtype=bool)
     flags[triggered] = True
     return poisoned(ctx, fakes, titles=triggered_titles(data.titles, trigger, triggered),
                     poisoned_items=flags, trigger=trigger,
                     stats={"badrec_copied_histories": copied,
                            "badrec_triggered_items": len(triggered),
-                           "badrec_poison_fraction": spent / max(real_interactions, 1)})
-
-
-def pushed_items(data: SequenceData, users: int | np.ndarray, seed: int,
-                 exclude: np.ndarray | None = None) -> np.ndarray:
-    """Test-time protocol: per user, one item to push with the trigger, drawn (seeded) outside
-    the user's whole sequence and outside ``exclude`` (pass every training-time triggered
-    item, ``np.flatnonzero(poisoned.poisoned_items)``). ``users``: the user indices, or a
-    count n meaning users 0..n-1."""
-    if isinstance(users, (int, np.integer)):
-        users = np.arange(int(users))
-    rng = np.random.default_rng([seed, 0x9B5])
-    banned = np.zeros(data.n_items + 1, dtype=bool)
-    banned[0] = True
-    if exclude is not None:
-        banned[np.asarray(exclude, dtype=np.int64)] = True
-    out = np.empty(len(users), dtype=np.int64)
-    for j, u in enumerate(np.asarray(users)):
-        mask = banned.copy()
-        mask[data.seqs[int(u)]] = True
-        free = np.flatnonzero(~mask)
-        if not len(free):
-            raise ConfigError(f"attack.targets: user {u} has seen every item not excluded; "
-                              "no item is left to push")
-        out[j] = free[rng.integers(len(free))]
-    return out
+                           "badrec_poison_fraction": spent / max(real_interactions, 1),
+                           "badrec_poisoned_examples": len(fakes),
+                           "badrec_example_share": len(fakes) / max(real_examples
+                                                                    + fake_examples, 1)})

@@ -102,20 +102,26 @@ def body_length(total_length: int, n_targets: int) -> int:
 
     The trainer learns only from ``seq[:-2]`` (the last two items are the held-out
     valid/test slots of every user), so an attack puts what it wants learnt there and appends
-    two ordinary items; the training part never drops below ``n_targets + 1``.
+    two ordinary items; the training part never drops below ``n_targets + 1`` (pass the
+    number of target slots: targets times ``target_occurrences``).
     """
     return max(int(total_length) - 2, n_targets + 1)
 
 
+def target_slots(ctx: AttackContext) -> np.ndarray:
+    """Every target ``attack.target_occurrences`` times: what each fake user carries."""
+    return np.tile(np.asarray(ctx.targets, dtype=np.int64), ctx.cfg.target_occurrences)
+
+
 def targets_plus_fillers(ctx: AttackContext, fillers: Callable[[np.random.Generator, int],
                          np.ndarray], salt: int) -> list[np.ndarray]:
-    """Random-order fake users: all targets + ``fillers(rng, k)`` (k distinct items), lengths
-    like real users'.
+    """Random-order fake users: all targets (each ``target_occurrences`` times) +
+    ``fillers(rng, k)`` (k distinct items), lengths like real users'.
 
     Shared by Random (uniform fillers) and Bandwagon (popular + uniform fillers).
     """
     rng = ctx.rng(salt)
-    targets = np.asarray(ctx.targets, dtype=np.int64)
+    targets = target_slots(ctx)
     n = n_fake_users(ctx)
     fakes = []
     for length in sample_lengths(ctx.data, n, rng):

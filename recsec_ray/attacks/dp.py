@@ -3,8 +3,9 @@
 The attacker trains a surrogate of the victim's backbone (ID items) on the clean data and builds
 fake users greedily, one position at a time, all users of a batch in parallel:
 
-- target slots (all targets, each ``repeats`` times: about a third of the training part; never
-  the first position, which is no prediction label) receive the next target in turn;
+- target slots (all targets, each ``attack.target_occurrences`` times, as every attack places
+  them; never the first position, which is no prediction label) receive the next target in
+  turn;
 - every other slot receives a filler that the surrogate finds plausible after the prefix (its
   top-``CANDIDATES`` next items) and, among those, the one whose resulting surrogate state
   points most towards the real users who do not have the next target in their top-50 yet
@@ -29,6 +30,7 @@ import dataclasses
 
 import numpy as np
 
+from ..models import sequential_backbones
 from .base import (
     AttackContext,
     PoisonedData,
@@ -41,7 +43,6 @@ from .base import (
 
 CANDIDATES = 16  # plausible fillers scored per slot
 DIVERSITY = 3  # the pick is drawn among this many best candidates
-SURROGATE_BACKBONES = ("sasrec", "gru4rec", "bert4rec")
 
 
 def surrogate_config(ctx: AttackContext):
@@ -49,7 +50,7 @@ def surrogate_config(ctx: AttackContext):
     title encoder), trained for ``dp_surrogate_epochs``; 'pop' and 'llmrec' victims get a
     SASRec surrogate."""
     m = ctx.model_cfg
-    backbone = m.backbone if m.backbone in SURROGATE_BACKBONES else "sasrec"
+    backbone = m.backbone if m.backbone in sequential_backbones() else "sasrec"
     return dataclasses.replace(m, backbone=backbone, items="id",
                                epochs=ctx.cfg.dp_surrogate_epochs)
 
@@ -76,7 +77,7 @@ def dp_attack(ctx: AttackContext) -> PoisonedData:
     for b, idx in enumerate(batches):
         dirs = _real_states(model, data, max_len, targets, ctx.device)
         fakes += _build_batch(model, lengths[idx], targets, starts, data.n_items, max_len, rng,
-                              ctx.device, dirs)
+                              ctx.device, dirs, ctx.cfg.target_occurrences)
         if b + 1 < len(batches):
             train(model, data.with_users(fakes), tune_cfg, n_real=data.n_users,
                   user_weights=None, seed=ctx.seed + b + 1, progress=False, device=ctx.device)
@@ -84,9 +85,8 @@ def dp_attack(ctx: AttackContext) -> PoisonedData:
         [np.isin(s[:-2], targets).mean() for s in fakes]))})
 
 
-def _target_slots(body_len: int, n_targets: int, rng: np.random.Generator) -> np.ndarray:
-    repeats = max(1, body_len // (3 * n_targets))
-    k = min(n_targets * repeats, body_len - 1)
+def _target_slots(body_len: int, n_slots: int, rng: np.random.Generator) -> np.ndarray:
+    k = min(n_slots, body_len - 1)
     return np.sort(rng.choice(np.arange(1, body_len), size=k, replace=False))
 
 
@@ -120,17 +120,18 @@ def _real_states(model, data, max_len: int, targets: np.ndarray, device: str):
 
 def _build_batch(model, lengths: np.ndarray, targets: np.ndarray, starts: np.ndarray,
                  n_items: int, max_len: int, rng: np.random.Generator, device: str,
-                 directions=None) -> list[np.ndarray]:
+                 directions=None, occurrences: int = 1) -> list[np.ndarray]:
     import torch
 
     from ..data.sequences import pad_left
 
-    bodies = [body_length(L, len(targets)) for L in lengths]
+    n_slots = len(targets) * occurrences
+    bodies = [body_length(L, n_slots) for L in lengths]
     total = [b + 2 for b in bodies]  # two held-out slots are plain fillers
     is_target = []
     for body in bodies:
         flags = np.zeros(body + 2, dtype=bool)
-        flags[_target_slots(body, len(targets), rng)] = True
+        flags[_target_slots(body, n_slots, rng)] = True
         is_target.append(flags)
     seqs = [[int(rng.choice(starts))] for _ in lengths]
     next_t = [int(i) for i in rng.integers(0, len(targets), size=len(lengths))]

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..data.registry import catalogue_words
 from ..errors import ConfigError, ModelOutputError
 from .base import (
     AttackContext,
@@ -32,6 +33,7 @@ from .base import (
     poisoned,
     popular_items,
     sample_lengths,
+    target_slots,
 )
 
 PERSONAS = ("a college student", "a retired teacher", "a busy parent of two",
@@ -40,10 +42,6 @@ PERSONAS = ("a college student", "a retired teacher", "a busy parent of two",
             "an art collector")
 MAX_PICKS = 20  # non-target items asked per user: short prompts on a CPU service (DESIGN §5)
 TITLE_CHARS = 60
-
-
-def domain_of(name: str) -> str:
-    return "movies" if name.startswith("ml-") else "items"
 
 
 def parse_picks(text: object, catalogue: np.ndarray, k: int) -> list[int]:
@@ -81,8 +79,9 @@ def llm_attack(ctx: AttackContext) -> PoisonedData:
     popular = popular_items(data, 300, exclude=targets)
     pool = filler_pool(data, targets)
     plans = []
+    slots = target_slots(ctx)
     for length in sample_lengths(data, n, rng):
-        k = min(body_length(length, len(targets)) - len(targets), MAX_PICKS) + 2
+        k = min(body_length(length, len(slots)) - len(slots), MAX_PICKS) + 2
         m = min(2 * k + 10, len(pool))
         half = min(m // 2, len(popular))
         shown = draw(rng, popular, half)
@@ -90,7 +89,7 @@ def llm_attack(ctx: AttackContext) -> PoisonedData:
         catalogue = rng.permutation(np.concatenate([shown, targets]))
         number = {int(i): j + 1 for j, i in enumerate(catalogue)}
         prompt = persona_prompt(
-            domain_of(data.name), [(j + 1, _short(data.titles[i])) for j, i in
+            catalogue_words(data.name).domain, [(j + 1, _short(data.titles[i])) for j, i in
                                    enumerate(catalogue)],
             [(number[int(t)], _short(data.titles[t])) for t in targets], k + len(targets),
             persona=PERSONAS[int(rng.integers(len(PERSONAS)))])
@@ -120,7 +119,7 @@ def llm_attack(ctx: AttackContext) -> PoisonedData:
                 extra = draw(rng, np.setdiff1d(fill_pool, picks), k - n_fill)
                 padded += len(extra)
                 picks += [int(i) for i in extra]
-        fakes.append(place_targets(picks, targets, rng))
+        fakes.append(place_targets(picks, slots, rng))
     return poisoned(ctx, fakes, stats={"llm_fallbacks": fallbacks, "llm_padded_items": padded,
                                        "llm_items_written": written})
 

@@ -22,7 +22,7 @@ from .synth import synthetic
 
 log = logging.getLogger(__name__)
 
-DATASET_NAMES = (*DATASETS, "synthetic")
+DATASET_NAMES = tuple(DATASETS)
 
 __all__ = ["DATASETS", "DATASET_NAMES", "Dataset", "SequenceData", "dataset_stats",
            "load_dataset", "pad_left", "preprocess_params", "synthetic"]

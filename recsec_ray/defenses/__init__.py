@@ -1,16 +1,17 @@
 """Defense registry: ``DEFENSES[name](ctx: DefenseContext) -> Sanitation``.
 
 Each defense lives in its own module and is imported only when called, so a job that runs
-``none`` never loads PEFT or the LLM tooling.
+``none`` never loads PEFT or the LLM tooling; each entry declares what it needs
+(``registry.Entry``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from ..errors import ConfigError
-from ..registry import lazy
-from .base import DefenseContext, Sanitation, TrainHook
+from ..models.hooks import TrainHook
+from ..registry import Entry, Registry, lazy
+from .base import DefenseContext, Sanitation
 
 
 def no_defense(ctx: DefenseContext) -> Sanitation:
@@ -18,23 +19,19 @@ def no_defense(ctx: DefenseContext) -> Sanitation:
     return Sanitation.keep_all(ctx.data)
 
 
-DEFENSES: dict[str, Callable[[DefenseContext], Sanitation]] = {
-    "none": no_defense,
-    "llm4dec": lazy(f"{__name__}.llm4dec", "llm4dec"),
-    "lorec": lazy(f"{__name__}.lorec", "lorec"),
-    "pscanner": lazy(f"{__name__}.pscanner", "pscanner"),
-    "apr": lazy(f"{__name__}.apr", "apr"),
-    "detector": lazy(f"{__name__}.detector", "detector"),
-    "onion": lazy(f"{__name__}.onion", "onion"),
-}
+DEFENSES = Registry("defense.name", {
+    "none": Entry(no_defense),
+    "llm4dec": Entry(lazy(f"{__name__}.llm4dec", "llm4dec"), needs_llm=True),
+    "lorec": Entry(lazy(f"{__name__}.lorec", "lorec"), needs_llm=True, victims="sequential"),
+    "pscanner": Entry(lazy(f"{__name__}.pscanner", "pscanner"), needs_llm=True),
+    "apr": Entry(lazy(f"{__name__}.apr", "apr"), victims="sequential"),
+    "detector": Entry(lazy(f"{__name__}.detector", "detector")),
+    "onion": Entry(lazy(f"{__name__}.onion", "onion"), needs_llm=True),
+})
 
 
 def get_defense(name: str) -> Callable[[DefenseContext], Sanitation]:
-    try:
-        return DEFENSES[name]
-    except KeyError:
-        raise ConfigError(f"defense.name: {name!r} is not one of {', '.join(DEFENSES)}") \
-            from None
+    return DEFENSES[name]
 
 
 __all__ = ["DEFENSES", "DefenseContext", "Sanitation", "TrainHook", "get_defense",

@@ -2,23 +2,28 @@
 
 A defense is a function ``defend(ctx: DefenseContext) -> Sanitation``. It sees the poisoned data
 only (no ground truth) plus what the defender knows: the attack it may simulate for training
-data. Defenses that act during training (LoRec's reweighting, APR) return a ``TrainHook``.
+data, handed in as a callable (``ctx.simulate``) so no defense imports the attacks. Defenses
+that act during training (LoRec's reweighting, APR) return a ``models.hooks.TrainHook``; one
+that detects while the victim trains reports its final scores through the hook.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..config import DefenseConfig, LLMConfig, ModelConfig
 from ..data.sequences import SequenceData
+from ..models.hooks import HookReport, TrainHook
 
 if TYPE_CHECKING:
-    import torch
-
     from ..llm.client import LLMClient
+
+# (data, attack name, n users, seed) -> (fake sequences, their campaign's targets)
+Simulator = Callable[[SequenceData, str, int, int], tuple[list[np.ndarray], np.ndarray]]
 
 
 @dataclass(frozen=True)
@@ -30,6 +35,7 @@ class DefenseContext:
     llm: LLMClient | None = None
     device: str = "cpu"
     llm_cfg: LLMConfig | None = None  # which model embeds / generates (None: the defaults)
+    simulate: Simulator | None = None  # the known attack, run by the defender (LLM4Dec, LoRec)
 
     @property
     def llm_settings(self) -> LLMConfig:
@@ -37,26 +43,6 @@ class DefenseContext:
 
     def rng(self, salt: int = 0) -> np.random.Generator:
         return np.random.default_rng([self.seed, 0xDEF, salt])
-
-
-class TrainHook(Protocol):
-    """Called by the trainer; lets a defense act while the victim trains.
-
-    A hook may also carry ``selection_start_epoch: int | None`` (0-based): the trainer then
-    does not stop early before that epoch and restarts model selection (best validation score
-    and patience) at it, as the LoRec reference does once its reweighting starts, so the model
-    kept is one trained under the defense.
-    """
-
-    def on_epoch_start(self, epoch: int, model: Any, weights: np.ndarray) -> np.ndarray:
-        """Return the per-user loss weights to use this epoch. ``weights`` is always the
-        sanitation's own (not last epoch's return), so a hook's factors never compound."""
-        ...
-
-    def extra_loss(self, model: Any, batch: dict[str, torch.Tensor],
-                   loss: torch.Tensor) -> torch.Tensor:
-        """Return the loss to optimise (e.g. plus an adversarial term)."""
-        ...
 
 
 @dataclass
@@ -76,3 +62,22 @@ class Sanitation:
     def keep_all(cls, data: SequenceData) -> Sanitation:
         return cls(user_weights=np.ones(data.n_users, dtype=np.float32),
                    removed_users=np.zeros(data.n_users, dtype=bool))
+
+    def apply(self, data: SequenceData) -> tuple[SequenceData, np.ndarray]:
+        """The data the victim trains on and each user's loss weight (0 for removed users).
+
+        Titles are the cleaned ones; interactions with removed items leave the training parts
+        only (valid and test items stay, so the leave-one-out split is the same)."""
+        if self.titles is not None:
+            data = data.with_titles(self.titles)
+        if self.removed_items is not None and self.removed_items.any():
+            gone = self.removed_items
+            data = replace(data, seqs=[np.concatenate([s[:-2][~gone[s[:-2]]], s[-2:]])
+                                       for s in data.seqs])
+        weights = (self.user_weights * ~self.removed_users).astype(np.float32)
+        return data, weights
+
+    def with_report(self, report: HookReport) -> Sanitation:
+        """This sanitation once its hook has reported what it found while the victim trained."""
+        scores = self.user_scores if report.user_scores is None else report.user_scores
+        return replace(self, user_scores=scores, stats={**self.stats, **report.stats})

@@ -4,8 +4,9 @@ Per user, the fraudster prompt of DESIGN §4 over the ``max_titles`` most recent
 training part; the LLM's mean-pooled embedding of it goes through an MLP trained on the
 defender's simulated known-attack fake users (label 1) against every observed user (label 0,
 the injected ones included, since the defender cannot tell them apart). As in the reference,
-the loss adds an entropy term on label-0 rows, which lets unlabelled users who look like the
-simulated fakes become confident positives. Users with ``p >= threshold`` get weight 0.
+the loss adds an entropy term on label-0 rows (``common.pu_loss``), which lets unlabelled
+users who look like the simulated fakes become confident positives. Users with
+``p >= threshold`` get weight 0.
 
 The reference picks its best epoch by F1 on the injected users themselves (ground truth); we
 never see those, so the epoch is picked on held-out simulated fakes against held-out observed
@@ -19,10 +20,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..data.registry import catalogue_words
 from ..data.sequences import SequenceData
 from ..errors import ModelOutputError
-from ..llm.prompts import YES_NO, llm4dec_prompt, llm4dec_zero_shot_prompt
+from ..llm.answers import service_p_yes
+from ..llm.prompts import llm4dec_prompt, llm4dec_zero_shot_prompt
+from ..metrics import detection_metrics
 from .base import DefenseContext, Sanitation
+from .common import pu_loss
 from .simulate import simulated_fakes
 
 FOLDS = 5  # cross-fitting folds of the observed users (see ``cross_fit_scores``)
@@ -35,13 +40,9 @@ def user_prompts(train_seqs: list[np.ndarray], titles: list[str], max_titles: in
 
 
 def scenario_of(data: SequenceData) -> str:
-    """The recommendation scenario named in prompts (the reference's ``recommendation_scenario``)."""
-    name = data.name.lower()
-    if name.startswith("ml-") or "movie" in name:
-        return "a movie recommendation platform"
-    if name.startswith("amazon"):
-        return "an online shopping platform"
-    return "a recommendation platform"
+    """The recommendation scenario named in prompts (the reference's ``recommendation_scenario``),
+    as the dataset registry declares it."""
+    return catalogue_words(data.name).scenario
 
 
 def embed_users(ctx: DefenseContext, train_seqs: list[np.ndarray], titles: list[str]
@@ -72,21 +73,6 @@ class FraudMLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.head(self.body(x))).squeeze(-1)
-
-
-def _pu_loss(p: torch.Tensor, y: torch.Tensor, lam_entropy: float) -> torch.Tensor:
-    p = p.clamp(1e-7, 1 - 1e-7)
-    bce = nn.functional.binary_cross_entropy(p, y, reduction="none")
-    entropy = -(p * p.log() + (1 - p) * (1 - p).log())
-    return (bce + lam_entropy * entropy * (y == 0)).mean()
-
-
-def _f1(p: np.ndarray, y: np.ndarray, threshold: float) -> float:
-    pred = p >= threshold
-    tp = float((pred & (y == 1)).sum())
-    fp = float((pred & (y == 0)).sum())
-    fn = float((~pred & (y == 1)).sum())
-    return 2 * tp / max(2 * tp + fp + fn, 1.0)
 
 
 def train_classifier(pos: np.ndarray, neg: np.ndarray, *, seed: int, threshold: float,
@@ -121,13 +107,14 @@ def train_classifier(pos: np.ndarray, neg: np.ndarray, *, seed: int, threshold: 
                 continue
             x = torch.as_tensor(np.concatenate([pt[p_idx], nt[n_idx]]), dtype=torch.float32)
             y = torch.cat([torch.ones(len(p_idx)), torch.zeros(len(n_idx))])
-            loss = _pu_loss(model(x), y, lam_entropy)
+            loss = pu_loss(model(x), y, lam_entropy)
             opt.zero_grad()
             loss.backward()
             opt.step()
         model.eval()
         with torch.no_grad():
-            f1 = _f1(model(x_val).numpy(), y_val, threshold)
+            p_val = model(x_val).numpy()
+        f1 = float(np.nan_to_num(detection_metrics(p_val, y_val, threshold, "val")["val_f1"]))
         if f1 > best:
             best, best_epoch = f1, epoch
             best_state = {k: v.clone() for k, v in model.state_dict().items()}
@@ -143,8 +130,8 @@ def cross_fit_scores(pos: np.ndarray, neg: np.ndarray, *, seed: int, threshold: 
     """p(fraud) of every observed user from a classifier that never saw that user.
 
     The observed users are the negatives, injected fakes among them; a classifier scoring the
-    users it was fit on memorises those as "not fraud" (on ML-100K Bandwagon: user AUC 0.26).
-    So each of ``folds`` seeded folds is scored by a classifier fit on the other folds."""
+    users it was fit on memorises those as "not fraud" (injected fakes then rank BELOW real
+    users). So each of ``folds`` seeded folds is scored by a classifier fit on the other folds."""
     folds = max(2, min(folds, len(neg)))
     fold = np.random.default_rng([seed, 0xF01D]).permutation(len(neg)) % folds
     scores = np.zeros(len(neg), dtype=np.float32)
@@ -163,12 +150,7 @@ def cross_fit_scores(pos: np.ndarray, neg: np.ndarray, *, seed: int, threshold: 
 def zero_shot_scores(ctx: DefenseContext, prompts: list[str]) -> np.ndarray:
     """P("Yes") normalised over the two answers, from the LLM's log-probabilities."""
     assert ctx.llm is not None
-    logp = np.asarray(ctx.llm.score(prompts, list(YES_NO), model=ctx.llm_settings.model),
-                      dtype=np.float64)
-    if logp.shape != (len(prompts), 2) or not np.isfinite(logp).all():
-        raise ModelOutputError(f"llm.model: score() returned {logp.shape} / non-finite "
-                               f"log-probabilities for {len(prompts)} prompts")
-    return 1.0 / (1.0 + np.exp(logp[:, 1] - logp[:, 0]))
+    return service_p_yes(ctx.llm, prompts, model=ctx.llm_settings.model)
 
 
 def llm4dec(ctx: DefenseContext) -> Sanitation:

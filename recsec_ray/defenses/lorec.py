@@ -27,10 +27,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..config import SEQUENTIAL
 from ..data.sequences import pad_left
-from ..errors import ConfigError
+from ..models.hooks import Hook, HookReport
 from .base import DefenseContext, Sanitation
+from .common import pu_loss
 from .llm4dec import embed_users
 from .simulate import simulated_fakes
 
@@ -111,32 +111,31 @@ class LCT(nn.Module):
 
 def lct_loss(p: torch.Tensor, y: torch.Tensor, z: torch.Tensor, llm_view: torch.Tensor,
              lam_entropy: float, lam_align: float) -> torch.Tensor:
-    """Mean over the batch of BCE + λ1·entropy (label-0 rows only) − λ2·mean cosine(z, view)."""
-    p = p.clamp(1e-7, 1 - 1e-7)
-    bce = F.binary_cross_entropy(p, y, reduction="none")
-    entropy = -(p * p.log() + (1 - p) * (1 - p).log())
-    per_row = bce + lam_entropy * entropy * (y == 0)
-    return per_row.mean() - lam_align * F.cosine_similarity(z, llm_view, dim=1).mean()
+    """The PU loss (BCE + λ1·entropy on label-0 rows, ``common.pu_loss``) − λ2·mean
+    cosine(z, view): the alignment pulls the CLS output towards the LLM's view of the user."""
+    return (pu_loss(p, y, lam_entropy)
+            - lam_align * F.cosine_similarity(z, llm_view, dim=1).mean())
 
 
 # ---- the train hook ---------------------------------------------------------------------------
 
-class LoRecHook:
+class LoRecHook(Hook):
     """Trains the LCT alongside the victim and hands the trainer per-user loss weights.
 
     The trainer calls ``on_epoch_start(e)`` before (0-based) epoch ``e``; the LCT passes and
     the weight update of the reference's epoch ``e`` (1-based: the one just finished) run
-    here, so epoch ``e``'s weights already reflect them. ``scores`` (the latest p_u of every
-    dataset user) is the array the Sanitation reports for detection metrics.
+    here, so epoch ``e``'s weights already reflect them. ``report()`` hands back the latest
+    p_u of every dataset user (the detection scores) and the update counts.
     """
 
     def __init__(self, ctx: DefenseContext, sim_seqs: list[np.ndarray], user_emb: np.ndarray,
-                 sim_emb: np.ndarray, scores: np.ndarray, stats: dict[str, Any]):
+                 sim_emb: np.ndarray):
         self.ctx, self.cfg = ctx, ctx.cfg
         self.train_seqs = [s[:-2] for s in ctx.data.seqs]
         self.sim_train = [s[:-2] for s in sim_seqs]
         self.user_emb, self.sim_emb = user_emb, sim_emb
-        self.scores, self.stats = scores, stats
+        self.scores = np.zeros(ctx.data.n_users, dtype=np.float64)
+        self.stats: dict[str, Any] = {"lorec_updates": 0, "lorec_skipped_updates": 0}
         self.raw = np.full(ctx.data.n_users, self.cfg.lorec_init_weight, dtype=np.float64)
         # 0-based: the first epoch trained with the reweighted loss (see ``_epoch``)
         self.selection_start_epoch = max(self.cfg.lorec_start_epoch - 1, 0)
@@ -177,9 +176,8 @@ class LoRecHook:
                     ).astype(np.float32)
         return weights
 
-    def extra_loss(self, model: Any, batch: dict[str, torch.Tensor],
-                   loss: torch.Tensor) -> torch.Tensor:
-        return loss
+    def report(self) -> HookReport:
+        return HookReport(user_scores=self.scores.copy(), stats=dict(self.stats))
 
     # ---- internals ----
     def _inputs(self, model: Any, seqs: list[np.ndarray], device: torch.device
@@ -254,20 +252,12 @@ class LoRecHook:
 
 def lorec(ctx: DefenseContext) -> Sanitation:
     """Prepare LoRec: simulated fakes and LLM views now; the calibration runs during training."""
-    if ctx.model_cfg.backbone not in SEQUENTIAL:
-        raise ConfigError(f"defense.name: lorec needs a sequential backbone "
-                          f"({', '.join(SEQUENTIAL)}), got model.backbone="
-                          f"{ctx.model_cfg.backbone!r}")
     sim, _ = simulated_fakes(ctx)
     titles = ctx.data.titles
     user_emb = embed_users(ctx, [s[:-2] for s in ctx.data.seqs], titles)
     sim_emb = embed_users(ctx, [s[:-2] for s in sim], titles)
     san = Sanitation.keep_all(ctx.data)
-    # user_scores and stats are filled in place while the victim trains (the job reads them
-    # after training): the latest p_u of every user, and counts of weight updates
-    san.user_scores = np.zeros(ctx.data.n_users, dtype=np.float64)
     san.user_threshold = ctx.cfg.threshold
-    san.stats = {"n_simulated": len(sim), "embed_dim": int(user_emb.shape[1]),
-                 "lorec_updates": 0, "lorec_skipped_updates": 0}
-    san.hook = LoRecHook(ctx, sim, user_emb, sim_emb, san.user_scores, san.stats)
+    san.stats = {"n_simulated": len(sim), "embed_dim": int(user_emb.shape[1])}
+    san.hook = LoRecHook(ctx, sim, user_emb, sim_emb)  # scores come back through its report
     return san

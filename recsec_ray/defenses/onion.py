@@ -9,7 +9,7 @@ the "choices" after a fixed context), token counts from the model's own tokenize
 
 Unlike P-Scanner, ONION needs no training and no trigger examples. The decision threshold is
 the ``1 - pscanner_fpr`` quantile of the clean mode of all items' scores (median + z·MAD, robust
-to the poisoned minority; see ``pscanner.robust_threshold``), never below 0: flagged items
+to the poisoned minority; see ``common.robust_threshold``), never below 0: flagged items
 lose every word whose suspicion passes it. Single-word
 removal cannot see a multi-word sentence trigger whole, a known weakness of ONION.
 """
@@ -20,9 +20,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from ..data.registry import catalogue_words
 from ..errors import ModelOutputError
 from .base import DefenseContext, Sanitation
-from .pscanner import domain_of, robust_threshold
+from .common import robust_threshold
 
 MAX_WORDS = 24  # longer titles: only the last MAX_WORDS words are candidates (cost bound)
 
@@ -66,7 +67,7 @@ def onion(ctx: DefenseContext) -> Sanitation:
 
     data = ctx.data
     tokenizer = load_model_info(ctx.llm_settings.model).tokenizer
-    context = f"A title from a catalogue of {domain_of(data.name)}:"
+    context = f"A title from a catalogue of {catalogue_words(data.name).domain}:"
     sus = word_suspicion(ctx, data.titles[1:], tokenizer, context)
     scores = np.zeros(data.n_items + 1)
     scores[1:] = [s.max() if len(s) else 0.0 for s in sus]

@@ -13,8 +13,8 @@
    scored there: ``client.score(prompt, [" Yes", " No"], adapter=...)``. The threshold targets
    a false-positive rate of ``pscanner_fpr`` on the held-out titles (those not trained on). The
    defender cannot tell which of them are clean, and a plain quantile breaks as soon as more
-   than ``pscanner_fpr`` of the catalogue is poisoned (BadRec triggers ~3% of ML-100K), so the
-   quantile is taken from a robust fit of the clean mode: median + z·MAD of the held-out
+   than ``pscanner_fpr`` of the catalogue is poisoned (BadRec may trigger several percent), so
+   the quantile is taken from a robust fit of the clean mode: median + z·MAD of the held-out
    scores in logit space, z = Φ⁻¹(1 − fpr). It is never below 0.5 (the scanner must prefer Yes).
 5. Consensus (trigger inversion): a backdoor needs ONE trigger shared by its poisoned titles,
    while the scanner's false alarms are odd titles, each odd in its own way. Word n-grams found
@@ -34,23 +34,18 @@ import time
 
 import numpy as np
 
+from ..data.registry import catalogue_words
 from ..errors import ModelOutputError
+from ..llm import answers
 from .base import DefenseContext, Sanitation
-from .scanner import CHOICES, LoraScanner, insert_trigger, scanner_prompt
+from .common import robust_threshold
+from .scanner import LoraScanner, insert_trigger, scanner_prompt
 from .triggers import TriggerAgent
 
 P_CLEAN_DROP = 0.9
-EPOCHS_PER_ROUND = 2  # measured on ML-100K titles: 1 epoch leaves 12% of clean titles above 0.5
-#                       and the attack's "l4" at AUC 0.91; 2 epochs: 5.5% and 0.99
-
-
-def domain_of(name: str) -> str:
-    low = name.lower()
-    if low.startswith("ml-") or "movie" in low:
-        return "movies"
-    if low.startswith("amazon"):
-        return "products"
-    return "items"
+# one epoch per round leaves the scanner unsure of clean titles (many sit above 0.5) and
+# misses part of the attack's triggers; a second pass over the same pairs settles both
+EPOCHS_PER_ROUND = 2
 
 
 def _ngrams(words: list[str], max_n: int) -> set[tuple[str, ...]]:
@@ -107,34 +102,11 @@ def remove_trigger(title: str, trigger: str) -> str:
     return " ".join(f" {' '.join(title.split())} ".replace(f" {trigger} ", " ").split())
 
 
-def robust_threshold(scores: np.ndarray, fpr: float, *, logit: bool = False) -> float:
-    """The (1 - fpr) quantile of the clean mode of ``scores``, assuming it is roughly normal
-    (in logit space for probabilities): median + z·1.4826·MAD. Up to half the scores may be
-    contaminated (poisoned) without moving it much, unlike a plain quantile."""
-    from statistics import NormalDist
-
-    x = np.asarray(scores, dtype=np.float64)
-    if logit:
-        x = np.clip(x, 1e-6, 1 - 1e-6)
-        x = np.log(x / (1 - x))
-    med = float(np.median(x))
-    mad = 1.4826 * float(np.median(np.abs(x - med)))
-    cut = med + NormalDist().inv_cdf(1.0 - min(max(fpr, 1e-9), 0.5)) * max(mad, 1e-9)
-    return float(1.0 / (1.0 + np.exp(-cut))) if logit else cut
-
-
 def service_p_yes(ctx: DefenseContext, prompts: list[str], adapter: str) -> np.ndarray:
     """P(Yes | Yes or No) for each prompt from the shared service with the adapter."""
     assert ctx.llm is not None
-    if not prompts:
-        return np.zeros(0)
-    logp = np.asarray(ctx.llm.score(prompts, list(CHOICES), model=ctx.llm_settings.model,
-                                    adapter=adapter), dtype=np.float64)
-    if logp.shape != (len(prompts), 2) or not np.isfinite(logp).all():
-        raise ModelOutputError(f"llm.model: score() with adapter {adapter!r} returned "
-                               f"{logp.shape} / non-finite log-probabilities for "
-                               f"{len(prompts)} prompts")
-    return 1.0 / (1.0 + np.exp(logp[:, 1] - logp[:, 0]))
+    return answers.service_p_yes(ctx.llm, prompts, model=ctx.llm_settings.model,
+                                 adapter=adapter)
 
 
 def strip_trigger(ctx: DefenseContext, title: str, adapter: str, threshold: float
@@ -155,7 +127,8 @@ def strip_trigger(ctx: DefenseContext, title: str, adapter: str, threshold: floa
     return " ".join(words), removed
 
 
-def _examples(titles: list[str], triggers: list[tuple[str, str]], rng: np.random.Generator) -> tuple[list[str], np.ndarray]:
+def _examples(titles: list[str], triggers: list[tuple[str, str]], rng: np.random.Generator
+              ) -> tuple[list[str], np.ndarray]:
     """Each title twice: clean (No) and with a trigger drawn from ``triggers`` (Yes)."""
     prompts, labels = [], []
     for t in titles:
@@ -171,7 +144,7 @@ def pscanner(ctx: DefenseContext) -> Sanitation:
     cfg, data = ctx.cfg, ctx.data
     start = time.perf_counter()
     rng = ctx.rng(0x95C)
-    domain = domain_of(data.name)
+    domain = catalogue_words(data.name).domain
     titles = data.titles
     items = np.arange(1, data.n_items + 1)
     perm = rng.permutation(items)

@@ -25,6 +25,7 @@ class SeqRecommender(nn.Module, abc.ABC):
                  item_features: np.ndarray | None = None):
         super().__init__()
         self.n_items, self.max_len, self.loss_kind = n_items, max_len, cfg.loss
+        self.loss_average = cfg.loss_average
         self.items = build_items(cfg.items, n_items, cfg.dim, item_features)
 
     # ---- the one method a backbone writes ------------------------------------------------------
@@ -48,16 +49,39 @@ class SeqRecommender(nn.Module, abc.ABC):
     def scores(self, seqs: torch.Tensor) -> torch.Tensor:
         return self.user_vectors(seqs) @ self.item_vectors().T
 
-    def seq_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Next-item loss at every position, averaged per sequence -> (B,).
+    def seq_terms(self, batch: dict[str, torch.Tensor],
+                  vectors: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Next-item loss summed over each sequence's positions, and their count -> (B,), (B,).
 
         ``batch["input"][:, t]`` is followed by ``batch["target"][:, t]``; positions where
-        either is padding are not supervised.
+        either is padding are not supervised. ``vectors`` replaces the item table (for input
+        and output alike): how a training hook (APR) perturbs item vectors without forward
+        hooks.
         """
-        vectors = self.item_vectors()
+        vectors = self.item_vectors() if vectors is None else vectors
         inp, target = batch["input"], batch["target"]
         h = self._hidden(inp, vectors)
         return position_loss(h, target, (inp != 0) & (target != 0), vectors, self.loss_kind)
+
+    def seq_loss(self, batch: dict[str, torch.Tensor],
+                 vectors: torch.Tensor | None = None) -> torch.Tensor:
+        """Each sequence's mean loss over its supervised positions -> (B,)."""
+        total, count = self.seq_terms(batch, vectors)
+        return total / count.clamp(min=1)
+
+    def batch_loss(self, batch: dict[str, torch.Tensor],
+                   vectors: torch.Tensor | None = None) -> torch.Tensor:
+        """The scalar a training step minimises, each user's terms times ``batch["weights"]``.
+
+        ``position`` (the reference's): the mean over every supervised position of the batch,
+        so a user counts in proportion to its length. ``user``: the mean over users of each
+        user's mean, so a short (e.g. injected) user weighs as much as a long one.
+        """
+        total, count = self.seq_terms(batch, vectors)
+        w = batch["weights"]
+        if self.loss_average == "user":
+            return (w * total / count.clamp(min=1)).mean()
+        return (w * total).sum() / count.sum().clamp(min=1)
 
     def set_item_features(self, features: np.ndarray) -> None:
         """Swap the title-embedding matrix (text items only), e.g. for triggered titles."""
@@ -71,7 +95,7 @@ class SeqRecommender(nn.Module, abc.ABC):
 
 def position_loss(h: torch.Tensor, target: torch.Tensor, supervised: torch.Tensor,
                   vectors: torch.Tensor, kind: str) -> torch.Tensor:
-    """Mean loss over each row's supervised positions -> (B,); rows with none get 0.
+    """Loss summed over each row's supervised positions, and their count -> (B,), (B,).
 
     ``ce``: softmax over all items (padding excluded), the strong default on catalogues of
     up to ~10k items. ``bce``: the reference's per-position BCE against one uniformly drawn
@@ -90,5 +114,5 @@ def position_loss(h: torch.Tensor, target: torch.Tensor, supervised: torch.Tenso
         neg_logit = (hv * vectors[neg]).sum(-1)
         loss = F.softplus(-pos_logit) + F.softplus(neg_logit)
     per_row = torch.zeros(h.shape[0], device=h.device, dtype=loss.dtype).index_add(0, rows, loss)
-    return per_row / supervised.sum(1).clamp(min=1)
+    return per_row, supervised.sum(1)
 

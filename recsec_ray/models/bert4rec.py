@@ -41,13 +41,14 @@ class BERT4Rec(SeqRecommender):
         probe = torch.full_like(seqs[:, :1], self.mask_id)
         return self.hidden(torch.cat([seqs[:, 1:], probe], dim=1))[:, -1]
 
-    def seq_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Cloze loss over the masked slots of the sequence ``batch["target"]`` -> (B,)."""
+    def seq_terms(self, batch: dict[str, torch.Tensor],
+                  vectors: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cloze loss summed over the masked slots of ``batch["target"]``, and their count."""
         seq = batch["target"]
         real = seq != 0
         masked = real & (torch.rand(seq.shape, device=seq.device) < self.mask_prob)
         none = ~masked.any(1) & real.any(1)
         masked[none, -1] = True  # left padding: the last slot of a non-empty row is real
-        vectors = self.item_vectors()
+        vectors = self.item_vectors() if vectors is None else vectors
         h = self._hidden(seq.masked_fill(masked, self.mask_id), vectors)
         return position_loss(h, seq, masked, vectors, self.loss_kind)

@@ -2,10 +2,10 @@
 
 Each epoch is one pass over all users with a positive weight (real and fake alike), one
 sample per user: the last ``max_len + 1`` items of its training part (``seq[:-2]``), supervised
-at every position. The batch loss is ``mean(weight_u * loss_u)`` over the batch, where loss_u is
-the user's mean loss over its positions: every user counts once, times its weight. Users with
-weight 0 are left out of the epoch entirely, so weight 0 is exactly "not in the data".
-A batch (what ``seq_loss`` and a ``TrainHook.extra_loss`` see) is a dict of ``users`` (B,),
+at every position. The batch loss is ``model.batch_loss``: by default the reference's mean over
+every supervised position, each weighted by its user's weight (``model.loss_average``). Users
+with weight 0 are left out of the epoch entirely, so weight 0 is exactly "not in the data".
+A batch (what ``batch_loss`` and a ``TrainHook.batch_loss`` see) is a dict of ``users`` (B,),
 ``input`` and ``target`` (B, max_len; ``target[:, t]`` follows ``input[:, t]``, 0 = padding)
 and ``weights`` (B,). Epochs are numbered from 0.
 
@@ -33,9 +33,9 @@ from tqdm.auto import tqdm
 
 from ..config import EvalConfig, ModelConfig
 from ..data.sequences import SequenceData, pad_left
-from ..defenses.base import TrainHook
 from ..errors import ConfigError, ModelOutputError
 from ..metrics import ranking_metrics
+from .hooks import TrainHook
 
 VALID_EVAL = EvalConfig(ks=(10,), target_ks=())
 
@@ -45,6 +45,7 @@ class TrainResult:
     model: torch.nn.Module
     history: list[dict] = field(default_factory=list)  # one entry per epoch
     best_epoch: int = 0
+    hook_time_s: float = 0.0  # spent in the defense's hook: its in-training cost
 
 
 def pick_device(name: str = "auto") -> str:
@@ -100,7 +101,8 @@ def train(model, data: SequenceData, cfg: ModelConfig, *, n_real: int,
     best_ndcg, best_epoch, best_state = -1.0, 0, copy.deepcopy(model.state_dict())
     # A hook that starts acting late (LoRec's reweighting) restarts model selection then, and
     # training never stops before it: the model kept is one trained under the defense.
-    restart = getattr(hook, "selection_start_epoch", None)
+    restart = hook.selection_start_epoch if hook is not None else None
+    timer = _HookTimer()
     fork_devices = [torch.device(device)] if device.startswith("cuda") else []
     with torch.random.fork_rng(devices=fork_devices, device_type="cuda"):
         torch.manual_seed(seed)
@@ -112,10 +114,12 @@ def train(model, data: SequenceData, cfg: ModelConfig, *, n_real: int,
                 best_ndcg, best_epoch = -1.0, epoch
             epoch_weights = weights
             if hook is not None:  # the hook starts from the given weights every epoch
-                epoch_weights = _check_weights(hook.on_epoch_start(epoch, model, weights.copy()),
-                                               data.n_users)
+                with timer:
+                    given = hook.on_epoch_start(epoch, model, weights.copy())
+                # a user the sanitation removed stays removed
+                epoch_weights = _check_weights(given, data.n_users) * (weights > 0)
             loss_sum = _train_epoch(model, rows, epoch_weights, opt, cfg.batch_size, rng, hook,
-                                    epoch)
+                                    epoch, timer)
             entry = {"epoch": epoch, "loss": loss_sum, **_validate(model, data, n_real),
                      "time_s": time.perf_counter() - start}
             history.append(entry)
@@ -133,11 +137,25 @@ def train(model, data: SequenceData, cfg: ModelConfig, *, n_real: int,
         bar.close()
     model.load_state_dict(best_state)
     model.eval()
-    return TrainResult(model, history, best_epoch)
+    return TrainResult(model, history, best_epoch, timer.total)
+
+
+class _HookTimer:
+    """Wall time inside the hook, so ``time_defense_s`` covers a defense's in-training work."""
+
+    def __init__(self) -> None:
+        self.total, self._start = 0.0, 0.0
+
+    def __enter__(self) -> None:
+        self._start = time.perf_counter()
+
+    def __exit__(self, *exc: object) -> None:
+        self.total += time.perf_counter() - self._start
 
 
 def _train_epoch(model, rows: torch.Tensor, weights: np.ndarray, opt, batch_size: int,
-                 rng: np.random.Generator, hook: TrainHook | None, epoch: int) -> float:
+                 rng: np.random.Generator, hook: TrainHook | None, epoch: int,
+                 timer: _HookTimer) -> float:
     """One pass over users with weight > 0; returns the mean batch loss."""
     model.train()
     active = np.flatnonzero(weights > 0)
@@ -149,9 +167,11 @@ def _train_epoch(model, rows: torch.Tensor, weights: np.ndarray, opt, batch_size
         seq = rows[idx]
         batch = {"users": idx, "input": seq[:, :-1], "target": seq[:, 1:],
                  "weights": w_all[idx]}
-        loss = (model.seq_loss(batch) * batch["weights"]).mean()
+        vectors = model.item_vectors()
+        loss = model.batch_loss(batch, vectors)
         if hook is not None:
-            loss = hook.extra_loss(model, batch, loss)
+            with timer:
+                loss = hook.batch_loss(model, batch, loss, vectors)
         if not torch.isfinite(loss):
             raise ModelOutputError(f"{type(model).__name__}: training loss became {loss.item()}"
                                    f" at epoch {epoch}")
