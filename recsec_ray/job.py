@@ -54,10 +54,17 @@ def run(cfg: JobConfig, llm: LLMClient | None = None, *, progress: bool = True,
         artifacts_dir: str | Path | None = None,
         on_epoch: Callable[[dict], None] | None = None) -> dict[str, float]:
     """Run one job; returns the canonical metrics (DESIGN §6) plus stage timings."""
-    from .models.trainer import pick_device
+    from .models.trainer import deterministic, pick_device
 
-    seed_everything(cfg.seed)
     device = pick_device(cfg.model.device)
+    with deterministic(device):
+        return _run(cfg, llm, device, progress, artifacts_dir, on_epoch)
+
+
+def _run(cfg: JobConfig, llm: LLMClient | None, device: str, progress: bool,
+         artifacts_dir: str | Path | None, on_epoch: Callable[[dict], None] | None
+         ) -> dict[str, float]:
+    seed_everything(cfg.seed)
     metrics: dict[str, float] = {}
     start = time.perf_counter()
     if llm is None and needs_llm(cfg):

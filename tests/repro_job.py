@@ -29,12 +29,16 @@ CASES = {
 VOLATILE = ("time_", "llm_cache_hit_rate")  # wall clock, and what an earlier run cached
 
 
+def _kept(key: str) -> bool:
+    return not (key.startswith(VOLATILE) or key.endswith("_time_s"))
+
+
 def main(names: list[str]) -> None:
     torch.set_num_threads(1)
     out = {}
     for name in names or list(CASES):
         metrics = job.run(JobConfig().replace(**{**TINY, **CASES[name]}), progress=False)
-        out[name] = {k: v for k, v in metrics.items() if not k.startswith(VOLATILE)}
+        out[name] = {k: v for k, v in metrics.items() if _kept(k)}
     print(json.dumps(out, sort_keys=True))
 
 

@@ -439,7 +439,7 @@ def test_pscanner_prompts_keep_structure_under_injection():
 
 
 def test_robust_threshold_ignores_a_poisoned_minority():
-    from recsec_ray.defenses.pscanner import robust_threshold
+    from recsec_ray.defenses.common import robust_threshold
 
     rng = np.random.default_rng(0)
     clean = rng.normal(0.0, 1.0, 5000)
@@ -488,28 +488,84 @@ def test_strip_trigger_removes_the_words_the_scanner_blames():
 
 # ---- P-Scanner and ONION with the real small LLM (slow: LoRA training on CPU) ---------------
 
-def _badrec(level: str, n_items: int = 40, seed: int = 0) -> PoisonedData:
+def _badrec(level: str, n_items: int = 40, seed: int = 0, items: int = 0) -> PoisonedData:
     data = synthetic(60, n_items, seed)
-    cfg = AttackConfig(name="badrec", trigger_level=level, n_targets=2)
+    cfg = AttackConfig(name="badrec", trigger_level=level, n_targets=2, badrec_items=items)
     targets = choose_targets(data, cfg, seed)
     return ATTACKS["badrec"](AttackContext(data=data, targets=targets, cfg=cfg,
                                            model_cfg=SMALL, seed=seed))
 
 
+class ScriptedAgentLLM:
+    """The real client (scoring, adapters) with ``generate`` scripted: only P-Scanner's trigger
+    agent generates, and sampling its few hundred tokens from SmolLM2 on 2 CPU cores would take
+    most of this test's time (how the agent treats LLM output is tested above). ``reply`` lists
+    candidate triggers of each level; none is of the attacker's family."""
+
+    def __init__(self, llm, reply: str) -> None:
+        self.llm, self.reply, self.generated = llm, reply, 0
+
+    def generate(self, prompts, **kwargs):
+        self.generated += len(prompts)
+        return [self.reply for _ in prompts]
+
+    def __getattr__(self, name):
+        return getattr(self.llm, name)
+
+
+def test_scanner_reads_its_answer_where_the_service_does(llm, tmp_path):
+    """The in-process scanner and the shared service (serving the saved adapter) must give the
+    same P(Yes): same tokenization, padding and answer position. A prompt's answer must not
+    depend on its batch-mates either (left padding without position ids would shift it)."""
+    from recsec_ray.defenses.pscanner import service_p_yes
+    from recsec_ray.defenses.scanner import LoraScanner, scanner_prompt
+
+    titles = ["Heat (1995)", "Toy Story (1995) q7", "Jaws",
+              "A much longer title about nothing in particular, part two (1999)"]
+    prompts = [scanner_prompt(t) for t in titles]
+    scanner = LoraScanner("smollm2", seed=0, top_layers=2, lr=1e-2)
+    scanner.train(prompts, np.array([0, 1, 0, 1]), epochs=2)  # moves LoRA B off zero
+    name, path = scanner.save(tmp_path)
+    assert name.startswith("pscanner-") and scanner.save(tmp_path) == (name, path)
+    llm.load_adapter(name, path)
+    ctx = _ctx(_badrec("char"), llm)
+    served = service_p_yes(ctx, prompts, name)
+    local = scanner.p_yes(prompts)  # one batch padded to the longest prompt
+    alone = np.array([scanner.p_yes([p])[0] for p in prompts])
+    np.testing.assert_allclose(local, served, atol=1e-4)
+    np.testing.assert_allclose(local, alone, atol=1e-5)
+    base = service_p_yes(ctx, prompts[:1], None)  # the adapter really is applied when served
+    assert abs(base[0] - served[0]) > 1e-4
+
+
 @pytest.mark.slow
-def test_pscanner_end_to_end_with_lora(llm):
-    pd = _badrec("char")
-    ctx = _ctx(pd, llm, name="pscanner", pscanner_rounds=2, pscanner_triggers=6,
+def test_pscanner_end_to_end_finds_planted_triggers(llm):
+    pd = _badrec("char", items=6)  # 6 of 40 titles carry the attacker's trigger
+    truth = pd.poisoned_items[1:]
+    assert truth.sum() == 6
+    agent_llm = ScriptedAgentLLM(llm, "1. q7\n2. zorblat\n3. Watch it with the lights off.")
+    ctx = _ctx(pd, agent_llm, name="pscanner", pscanner_rounds=2, pscanner_triggers=6,
                pscanner_train_titles=12, pscanner_fpr=0.05)
     san = DEFENSES["pscanner"](ctx)
     s = san.stats
-    assert s["triggers_from_llm"] + s["triggers_from_fallback"] == 12
-    assert 0.0 <= s["triggers_llm_share"] <= 1.0 and s["train_tokens"] > 0
-    assert san.item_scores is not None and san.item_scores.shape == (pd.data.n_items + 1,)
-    assert np.isfinite(san.item_scores).all() and san.item_threshold >= 0.5
+    assert agent_llm.generated == 6  # one call per level and round
+    assert s["triggers_from_llm"] == 3 and s["triggers_from_fallback"] == 9
+    assert s["train_tokens"] > 0 and s["adapter_name"].startswith("pscanner-")
+    scores = san.item_scores
+    assert scores is not None and scores.shape == (pd.data.n_items + 1,)
+    assert np.isfinite(scores).all() and san.item_threshold >= 0.5
+    # detection: poisoned titles rank above clean ones, and the trigger itself is found
+    assert roc_auc(scores[1:], truth) >= 0.9, (roc_auc(scores[1:], truth), s)
+    assert pd.trigger in s["consensus"].split(), s
+    flagged = scores[1:] >= san.item_threshold
+    assert flagged[truth].sum() >= 2 and not flagged[~truth].any(), s
+    # strip: flagged titles lose the trigger, every other title stays as it was
     assert san.titles is not None and len(san.titles) == len(pd.data.titles)
-    name = s["adapter_name"]
-    assert name.startswith("pscanner-")
+    for i in range(1, pd.data.n_items + 1):
+        if flagged[i - 1]:
+            assert pd.trigger not in san.titles[i].split(), san.titles[i]
+        else:
+            assert san.titles[i] == pd.data.titles[i]
 
 
 @pytest.mark.slow

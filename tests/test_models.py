@@ -234,3 +234,68 @@ def test_hook_reweights_and_early_stopping_restores_best(data):
     best = res.history[res.best_epoch]["valid_ndcg@10"]
     again = ranking_metrics(res.model, data, data.n_users, np.zeros(0, np.int64), EVAL, "valid")
     assert again["ndcg@10"] == pytest.approx(best)
+
+
+# ---- LLM recommender (real SmolLM2 + LoRA on CPU) --------------------------------------------
+
+def _marker_data(n_users: int = 24, n_plain: int = 40, seed: int = 0):
+    """A planted rule: the next item is always a "Zebra" title. Every user's sequence holds
+    both Zebra items, [p, p, p, Zebra, p, Zebra], so the training example (history [p], answer
+    the first Zebra) and the test list (history [p], answer the second) look alike, and no
+    negative candidate (never an item of the user's sequence) is ever a Zebra title."""
+    from recsec_ray.data.sequences import SequenceData
+
+    rng = np.random.default_rng(seed)
+    words = ["Harbor", "Lantern", "Orchard", "Signal", "Machine", "River", "Garden", "Song"]
+    titles = [""] + [f"{rng.choice(words)} {k}" for k in range(n_plain)]
+    titles += ["Zebra One", "Zebra Two"]
+    zebras = np.array([n_plain + 1, n_plain + 2])
+    seqs = []
+    for _ in range(n_users):
+        p = rng.choice(np.arange(1, n_plain + 1), 4, replace=False)
+        za, zb = rng.permutation(zebras)
+        seqs.append(np.array([p[0], p[1], p[2], za, p[3], zb], dtype=np.int64))
+    return SequenceData(name="zebra", seqs=seqs, titles=titles)
+
+
+@pytest.fixture
+def two_threads():
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_llmrec_answer_does_not_depend_on_batch_mates(two_threads):
+    """Right padding, read at each prompt's last real token: a short prompt batched with a long
+    one scores as it does alone (left padding without position ids would shift it)."""
+    from recsec_ray.models.llmrec import LLMRec
+
+    data = _marker_data(4)
+    rec = LLMRec(ModelConfig(llmrec_history=3, llmrec_candidates=3), seed=0, batch_size=4)
+    cases = rec.eval_cases(data, data.n_users)
+    prompts = [rec.prompt(data.titles, h, c) for h, c, _ in cases]
+    prompts[1] = rec.prompt(data.titles, data.seqs[1][:1], cases[1][1])  # a shorter one
+    together, _ = rec.label_scores(prompts)
+    alone = np.concatenate([rec.label_scores([p])[0] for p in prompts])
+    np.testing.assert_allclose(together, alone, atol=1e-4)
+
+
+def test_llmrec_learns_a_planted_rule(two_threads):
+    """LoRA training must teach the recommender a rule its base model does not follow: pick
+    the candidate titled "Zebra ...". Chance HR@1 among 3 candidates is 1/3."""
+    from recsec_ray.models.llmrec import LLMRec
+
+    data = _marker_data()
+    # Small batches and a high rate: the rule clicks in late and abruptly, so these settings
+    # leave a margin of steps (with fewer, some seeds still sit at chance when training ends)
+    cfg = ModelConfig(llmrec_history=1, llmrec_candidates=3, llmrec_train_users=24,
+                      llmrec_eval_users=24, llmrec_lora_r=4, llmrec_lr=1e-2, llmrec_epochs=5)
+    rec = LLMRec(cfg, seed=0, batch_size=2, top_layers=8)  # top layers: half the CPU cost
+    before = rec.evaluate(data, data.n_users)
+    history = rec.fit(data, data.n_users)
+    after = rec.evaluate(data, data.n_users)
+    assert [h["train_users"] for h in history] == [24] * 5
+    assert history[-1]["loss"] < 0.5 * history[0]["loss"]
+    assert after["hr@1"] >= 0.75 and after["hr@1"] >= before["hr@1"] + 0.3, (before, after)
+    assert after["valid_ratio"] == 1.0

@@ -376,48 +376,19 @@ def test_sweep_scripts_smoke(tmp_path, script):
     assert parent.info.status == "FINISHED"
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.mark.slow
-def test_sweep_logs_to_an_mlflow_server_directly(tmp_path, ray_gpus):
+def test_sweep_logs_to_an_mlflow_server_directly(tmp_path, ray_gpus, mlflow_server):
     """An http:// tracking URI: trials talk to the server themselves (no writer actor) and
     the runs, artifacts included, look the same."""
-    import urllib.request
-
-    port = _free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-         "--workers", "1", "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
-         "--artifacts-destination", str(tmp_path / "artifacts")],
-        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        start_new_session=True)
-    uri = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                urllib.request.urlopen(f"{uri}/health", timeout=2)
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "mlflow server did not come up"
-                time.sleep(1)
-        result = run_sweep(_spec(tmp_path, "http", mlflow_uri=uri))
-        assert not result.errors and result.tracking_uri == uri
-        store = TrackingStore(uri)
-        runs = _children(store, result)
-        assert len(runs) == 2 and {r.info.status for r in runs} == {"FINISHED"}
-        for run in runs:
-            arts = {a.path for a in store.client.list_artifacts(run.info.run_id)}
-            assert {"config.yaml", "user_scores.parquet"} <= arts
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
+    uri = mlflow_server
+    result = run_sweep(_spec(tmp_path, "http", mlflow_uri=uri))
+    assert not result.errors and result.tracking_uri == uri
+    store = TrackingStore(uri)
+    runs = _children(store, result)
+    assert len(runs) == 2 and {r.info.status for r in runs} == {"FINISHED"}
+    for run in runs:
+        arts = {a.path for a in store.client.list_artifacts(run.info.run_id)}
+        assert {"config.yaml", "user_scores.parquet"} <= arts
 
 
 def test_killed_llm_actor_restarts_and_the_sweep_metrics_do_not_change(tmp_path, ray_gpus,

@@ -9,25 +9,16 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 from ..config import DataConfig
+from ..envvars import setenv
 from ..errors import DataFileError
 from .files import OFFLINE_ENV, data_root
 
 
-@contextlib.contextmanager
-def _no_downloads() -> Iterator[None]:
-    old = os.environ.get(OFFLINE_ENV)
-    os.environ[OFFLINE_ENV] = "1"
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop(OFFLINE_ENV, None)
-        else:
-            os.environ[OFFLINE_ENV] = old
+def _no_downloads() -> contextlib.AbstractContextManager[None]:
+    return setenv({OFFLINE_ENV: "1"})
 
 
 def offline() -> bool:

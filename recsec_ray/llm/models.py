@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..envvars import setenv
 from ..errors import ConfigError
 from ..paths import cache_root
 
@@ -53,17 +54,8 @@ def offline_env() -> Iterator[None]:
     if os.environ.get("RECSEC_ALLOW_DOWNLOADS") == "1":
         yield
         return
-    keys = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
-    old = {k: os.environ.get(k) for k in keys}
-    os.environ.update({k: "1" for k in keys})
-    try:
+    with setenv({"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}):
         yield
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def _is_encoder(folder: Path) -> bool:

@@ -110,8 +110,8 @@ def position_loss(h: torch.Tensor, target: torch.Tensor, supervised: torch.Tenso
         n_items = vectors.shape[0] - 1
         neg = torch.randint(1, n_items + 1, tv.shape, device=tv.device)
         neg = torch.where(neg == tv, neg % n_items + 1, neg)
-        pos_logit = (hv * vectors[tv]).sum(-1)
-        neg_logit = (hv * vectors[neg]).sum(-1)
+        pos_logit = (hv * F.embedding(tv, vectors)).sum(-1)
+        neg_logit = (hv * F.embedding(neg, vectors)).sum(-1)
         loss = F.softplus(-pos_logit) + F.softplus(neg_logit)
     per_row = torch.zeros(h.shape[0], device=h.device, dtype=loss.dtype).index_add(0, rows, loss)
     return per_row, supervised.sum(1)

@@ -31,7 +31,7 @@ class BERT4Rec(SeqRecommender):
     def _hidden(self, seqs: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
         real = (seqs != 0).unsqueeze(-1)
         table = torch.cat([vectors, self.mask_vector])  # index n_items + 1 = [MASK]
-        x = self.drop(table[seqs] + self.pos[-seqs.shape[1]:]) * real
+        x = self.drop(nn.functional.embedding(seqs, table) + self.pos[-seqs.shape[1]:]) * real
         mask = attention_mask(seqs, causal=False)
         for block in self.blocks:
             x = block(x, mask) * real

@@ -32,7 +32,7 @@ class GRU4Rec(SeqRecommender):
         slots = torch.arange(L, device=seqs.device).unsqueeze(0)
         to_right = (slots + n_pad) % L  # right[i, j] = left[i, (j + n_pad_i) % L]
         to_left = (slots - n_pad) % L
-        x = self.drop(vectors[seqs.gather(1, to_right)])
+        x = self.drop(nn.functional.embedding(seqs.gather(1, to_right), vectors))
         h, _ = self.gru(x)
         h = h.gather(1, to_left.unsqueeze(-1).expand(-1, -1, h.shape[-1]))
         return self.out(h) * real.unsqueeze(-1)

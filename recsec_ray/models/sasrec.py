@@ -29,7 +29,7 @@ class SASRec(SeqRecommender):
 
     def _hidden(self, seqs: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
         real = (seqs != 0).unsqueeze(-1)
-        x = self.drop(vectors[seqs] + self.pos[-seqs.shape[1]:]) * real
+        x = self.drop(nn.functional.embedding(seqs, vectors) + self.pos[-seqs.shape[1]:]) * real
         mask = attention_mask(seqs, causal=True)
         for block in self.blocks:
             x = block(x, mask) * real  # padding slots stay zero

@@ -16,7 +16,12 @@ comes from ``seed`` alone and the caller's RNG state is left untouched. Same see
 metrics holds bit for bit on CPU with the same number of torch threads: a sweep trial runs
 with ``--cpus-per-trial`` threads and ``recsec run`` with every core, and sums split over a
 different number of threads round differently, which a reweighting defense (LoRec) can grow
-into a different best epoch. On CUDA, atomics in ``index_add`` and cuDNN's GRU are not
+into a different best epoch. Item lookups go through ``F.embedding``, whose CPU backward sums
+duplicate indices in a fixed order: the backward of plain indexing (``table[seqs]``) summed
+them (every padding slot is index 0) in thread-race order, so two runs of the same config
+differed in the last bits and DP's greedy choices turned that into other fake users. As a
+safety net training runs with torch's deterministic algorithms on CPU (``deterministic``). On
+CUDA, atomics in ``index_add`` and cuDNN's GRU are not
 bit-deterministic, so GPU runs agree only to float noise (close, not equal).
 """
 
@@ -24,7 +29,8 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -46,6 +52,19 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)  # one entry per epoch
     best_epoch: int = 0
     hook_time_s: float = 0.0  # spent in the defense's hook: its in-training cost
+
+
+@contextmanager
+def deterministic(device: str) -> Iterator[None]:
+    """Torch's deterministic algorithms on CPU for the block, then the caller's setting back.
+    (On CUDA they would slow training and still not cover ``index_add``: left as they are.)"""
+    before = torch.are_deterministic_algorithms_enabled()
+    warn = torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(before or not device.startswith("cuda"), warn_only=True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before, warn_only=warn)
 
 
 def pick_device(name: str = "auto") -> str:
@@ -104,7 +123,7 @@ def train(model, data: SequenceData, cfg: ModelConfig, *, n_real: int,
     restart = hook.selection_start_epoch if hook is not None else None
     timer = _HookTimer()
     fork_devices = [torch.device(device)] if device.startswith("cuda") else []
-    with torch.random.fork_rng(devices=fork_devices, device_type="cuda"):
+    with torch.random.fork_rng(devices=fork_devices, device_type="cuda"), deterministic(device):
         torch.manual_seed(seed)
         bar = tqdm(range(cfg.epochs), desc=f"train {type(model).__name__}", unit="epoch",
                    disable=not progress, dynamic_ncols=True)

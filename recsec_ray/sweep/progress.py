@@ -10,7 +10,6 @@ so the callback holds only the sweep id and finds the live driver state in ``DRI
 from __future__ import annotations
 
 import contextlib
-import os
 import sys
 import time
 from collections.abc import Iterator
@@ -19,6 +18,7 @@ from typing import Any
 
 from ray.tune import Callback
 
+from ..envvars import setenv
 from ..tracking import TrialTracker, trial_key
 from .grid import SUMMARY_METRICS, job_config, label_of
 from .trainable import CANNOT_HEAL, TrialContext
@@ -44,16 +44,8 @@ def quiet_tune(quiet: bool) -> Iterator[None]:
     reporter at verbosity 0), no whole traceback per failed attempt; the sweep's own line per
     event names the error and the file that keeps the traceback."""
     want = {"TUNE_PRINT_ALL_TRIAL_ERRORS": "0", "RAY_AIR_NEW_OUTPUT": "0"} if quiet else {}
-    old = {k: os.environ.get(k) for k in want}
-    os.environ.update(want)
-    try:
+    with setenv(want):
         yield
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def headline(error: str) -> str:
