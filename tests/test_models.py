@@ -258,15 +258,7 @@ def _marker_data(n_users: int = 24, n_plain: int = 40, seed: int = 0):
     return SequenceData(name="zebra", seqs=seqs, titles=titles)
 
 
-@pytest.fixture
-def two_threads():
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(before)
-
-
-def test_llmrec_answer_does_not_depend_on_batch_mates(two_threads):
+def test_llmrec_answer_does_not_depend_on_batch_mates():
     """Right padding, read at each prompt's last real token: a short prompt batched with a long
     one scores as it does alone (left padding without position ids would shift it)."""
     from recsec_ray.models.llmrec import LLMRec
@@ -281,7 +273,7 @@ def test_llmrec_answer_does_not_depend_on_batch_mates(two_threads):
     np.testing.assert_allclose(together, alone, atol=1e-4)
 
 
-def test_llmrec_learns_a_planted_rule(two_threads):
+def test_llmrec_learns_a_planted_rule():
     """LoRA training must teach the recommender a rule its base model does not follow: pick
     the candidate titled "Zebra ...". Chance HR@1 among 3 candidates is 1/3."""
     from recsec_ray.models.llmrec import LLMRec

@@ -115,7 +115,7 @@ def train_classifier(pos: np.ndarray, neg: np.ndarray, *, seed: int, threshold: 
         with torch.no_grad():
             p_val = model(x_val).numpy()
         f1 = float(np.nan_to_num(detection_metrics(p_val, y_val, threshold, "val")["val_f1"]))
-        if f1 > best:
+        if f1 > best + 1e-12:  # ties (up to rounding) keep the earlier epoch
             best, best_epoch = f1, epoch
             best_state = {k: v.clone() for k, v in model.state_dict().items()}
     assert best_state is not None
@@ -147,12 +147,6 @@ def cross_fit_scores(pos: np.ndarray, neg: np.ndarray, *, seed: int, threshold: 
                     "folds": float(folds)}
 
 
-def zero_shot_scores(ctx: DefenseContext, prompts: list[str]) -> np.ndarray:
-    """P("Yes") normalised over the two answers, from the LLM's log-probabilities."""
-    assert ctx.llm is not None
-    return service_p_yes(ctx.llm, prompts, model=ctx.llm_settings.model)
-
-
 def llm4dec(ctx: DefenseContext) -> Sanitation:
     data = ctx.data
     train = [s[:-2] for s in data.seqs]
@@ -162,7 +156,7 @@ def llm4dec(ctx: DefenseContext) -> Sanitation:
             raise ModelOutputError("defense.name: llm4dec needs an LLM client")
         prompts = user_prompts(train, data.titles, ctx.cfg.max_titles, scenario_of(data),
                                zero_shot=True)
-        scores = zero_shot_scores(ctx, prompts)
+        scores = service_p_yes(ctx.llm, prompts, model=ctx.llm_settings.model)
     else:
         sim, _ = simulated_fakes(ctx)
         pos = embed_users(ctx, [s[:-2] for s in sim], data.titles)
