@@ -101,7 +101,9 @@ def _run(cfg: JobConfig, llm: LLMClient | None, device: str, progress: bool,
     metrics.update(fit.metrics)
     if sanitation.hook is not None:
         sanitation = sanitation.with_report(sanitation.hook.report())
-        metrics["time_defense_s"] += fit.hook_time_s  # the defense's in-training work
+        # the defense's in-training work is its cost, not the victim's: stages stay disjoint
+        metrics["time_defense_s"] += fit.hook_time_s
+        metrics["time_train_s"] -= fit.hook_time_s
     with _timed(metrics, "eval"):
         # real users' own sequences (items a defense removed from training stay in their
         # histories, so masking and target eligibility match the undefended run); titles as

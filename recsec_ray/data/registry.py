@@ -92,7 +92,8 @@ def _custom(cfg: DataConfig, root: Path, progress: bool) -> dict[str, Path]:
 
 
 def _generated(cfg: DataConfig, root: Path, progress: bool) -> dict[str, Path]:
-    return {}  # no files: ``load_dataset`` generates it
+    """A generated dataset has no files to find (``load_dataset`` generates it)."""
+    return {}
 
 
 def _not_read(files: dict[str, Path], progress: bool) -> Interactions:
