@@ -1,5 +1,6 @@
-"""A sweep's MLflow runs -> tables (defense x poison rate, mean ± std over seeds) and plots
-(metric vs poison rate per defense), logged back to the sweep's parent run (DESIGN §7).
+"""A sweep's MLflow runs -> tables (defense x poison rate, mean ± 95 % CI over seeds, and each
+defense's paired difference from the matching undefended trial) and plots (metric vs poison
+rate per defense, with CI bands), logged back to the sweep's parent run (DESIGN §7).
 
 The engine of ``recsec compare`` (the command line lives in ``cli.py``), of the notebook, and
 of the tables a sweep prints and logs when it ends.
@@ -16,6 +17,7 @@ from typing import Any
 import pandas as pd
 
 from .errors import RecsecError
+from .stats import mean_ci, paired_difference
 from .tracking import (
     HEADLINE_METRICS,
     TAG_KIND,
@@ -35,6 +37,7 @@ COL_AXES = ("attack.poison_rate", "attack.badrec_fraction", "attack.trigger_leve
 GROUP_AXES = ("data.name", "model.backbone", "model.items", "attack.name",
               "attack.trigger_level", "attack.poison_rate", "attack.badrec_fraction")
 SEED = "seed"
+BASELINE = "none"  # the arm every other defense is paired with
 
 
 @dataclass
@@ -114,30 +117,59 @@ def groups(df: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
             for key, sub in df.groupby(cols, sort=True)]
 
 
-def summary(df: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """Rows = defense, columns = the column axis, cells = (mean, std, n) over seeds."""
+def arms(df: pd.DataFrame) -> pd.Series:
+    """Each trial's row label: its defense, plus any other defense setting that varies in the
+    frame (``lorec [lorec_init_weight=100]``), so two settings of one defense stay apart."""
+    if ROW_AXIS not in df.columns:  # one defense, not swept
+        return pd.Series(["(fixed)"] * len(df), index=df.index)
+    label = df[ROW_AXIS].astype(str)
+    extra = [c for c in _varying(df, tuple(df.columns))
+             if c.startswith("defense.") and c != ROW_AXIS]
+    for c in extra:
+        label = label + df[c].map(lambda v, c=c: "" if pd.isna(v)
+                                  else f" [{c.split('.', 1)[1]}={v}]")
+    return label
+
+
+def _cells(df: pd.DataFrame, metric: str) -> dict[tuple[str, Any], dict[Any, float]]:
+    """(arm, column value) -> {seed: metric} over the trials that logged it."""
     col = col_axis(df)
-    rows = ROW_AXIS if ROW_AXIS in df.columns else col
-    data = df.dropna(subset=[metric])
-    stats = data.groupby([rows, col])[metric].agg(["mean", "std", "count"])
-    return stats.reset_index()
+    data = df.dropna(subset=[metric]).assign(_arm=arms(df))
+    seeds = data[SEED] if SEED in data.columns else pd.Series(range(len(data)), index=data.index)
+    out: dict[tuple[str, Any], dict[Any, float]] = {}
+    for arm, x, seed, value in zip(data["_arm"], data[col], seeds, data[metric], strict=True):
+        out.setdefault((arm, x), {})[seed] = float(value)
+    return out
 
 
-def _cell(mean: float, std: float, n: int) -> str:
-    if n <= 1 or math.isnan(std):
-        return f"{mean:.4f}"
-    return f"{mean:.4f} ± {std:.4f}"
+def summary(df: pd.DataFrame, metric: str, paired: bool = False) -> pd.DataFrame:
+    """One row per (arm, column value): mean, CI half-width and n over seeds. ``paired``: of
+    the per-seed difference from the matching ``none`` trial instead (arms with no baseline
+    are left out)."""
+    cells = _cells(df, metric)
+    rows = []
+    for (arm, x), by_seed in sorted(cells.items(), key=lambda kv: (kv[0][0], str(kv[0][1]))):
+        if paired:
+            base = cells.get((BASELINE, x))
+            if arm == BASELINE or base is None:
+                continue
+            est = paired_difference(by_seed, base)
+        else:
+            est = mean_ci(list(by_seed.values()))
+        rows.append({"arm": arm, "x": x, "mean": est.mean, "half": est.half, "n": est.n,
+                     "estimate": est})
+    return pd.DataFrame(rows, columns=["arm", "x", "mean", "half", "n", "estimate"])
 
 
-def table(df: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """The printable table of ``metric``: strings 'mean ± std' (std over seeds)."""
-    stats = summary(df, metric)
-    col = col_axis(df)
-    rows = ROW_AXIS if ROW_AXIS in df.columns else col
-    stats["cell"] = [_cell(m, s, int(n)) for m, s, n in
-                     zip(stats["mean"], stats["std"], stats["count"], strict=True)]
-    out = stats.pivot(index=rows, columns=col, values="cell").fillna("–")
+def table(df: pd.DataFrame, metric: str, paired: bool = False) -> pd.DataFrame:
+    """The printable table of ``metric``: 'mean ± half-width of the 95 % CI' over seeds; with
+    ``paired``, of the difference from the matching ``none`` trial, ``*`` where that CI
+    excludes zero."""
+    stats = summary(df, metric, paired)
+    stats["cell"] = [e.text(marker=paired) for e in stats["estimate"]]
+    out = stats.pivot(index="arm", columns="x", values="cell").fillna("–")
     out.columns = [str(c) for c in out.columns]
+    out.index.name = None
     return out
 
 
@@ -154,16 +186,24 @@ def present_metrics(df: pd.DataFrame, metrics: list[str] | tuple[str, ...]) -> l
 
 
 def format_tables(df: pd.DataFrame, metrics: list[str] | tuple[str, ...] = TABLE_METRICS) -> str:
-    """Every table as Markdown: one per group and metric present."""
+    """Every table as Markdown: per group and metric present, the mean ± 95 % CI over seeds
+    and, where the frame has ``none`` trials to pair with, the paired difference from them."""
     out = []
     n_seeds = df[SEED].nunique() if SEED in df.columns else 1
     col = col_axis(df)
     for title, sub in groups(df):
+        has_base = (arms(sub) == BASELINE).any() and arms(sub).nunique() > 1
         for metric in present_metrics(sub, metrics):
-            out.append(f"### {metric} — {title} (rows: defense, columns: {col}; mean ± std "
+            out.append(f"### {metric} — {title} (rows: defense, columns: {col}; mean ± 95 % CI "
                        f"over {n_seeds} seed(s))")
             out.append(_markdown(table(sub, metric), "defense"))
             out.append("")
+            if has_base and not summary(sub, metric, paired=True).empty:
+                out.append(f"{metric} minus the matching `none` trial (same seed, targets and "
+                           "fake users), mean ± 95 % CI; * = the CI excludes 0")
+                out.append("")
+                out.append(_markdown(table(sub, metric, paired=True), "defense − none"))
+                out.append("")
     return "\n".join(out) if out else "(no metrics to tabulate)"
 
 
@@ -173,7 +213,8 @@ def _slug(text: str) -> str:
 
 
 def plot(df: pd.DataFrame, metric: str, out_dir: Path) -> list[Path]:
-    """One PNG per group: ``metric`` against the column axis, a line per defense."""
+    """One PNG per group: ``metric`` against the column axis, a line per defense, its 95 % CI
+    over seeds as a band."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -186,19 +227,21 @@ def plot(df: pd.DataFrame, metric: str, out_dir: Path) -> list[Path]:
         if metric not in sub.columns or not sub[metric].notna().any():
             continue
         stats = summary(sub, metric)
-        rows = ROW_AXIS if ROW_AXIS in sub.columns else col
         fig, ax = plt.subplots(figsize=(5.5, 3.8))
-        order = sorted(stats[col].unique(), key=lambda v: (str(type(v)), v))
-        for name, part in stats.groupby(rows, sort=True):
-            part = part.set_index(col).reindex(order).dropna(subset=["mean"])
+        order = sorted(stats["x"].unique(), key=lambda v: (str(type(v)), v))
+        for name, part in stats.groupby("arm", sort=True):
+            part = part.set_index("x").reindex(order).dropna(subset=["mean"])
             xs = part.index.to_list() if numeric_x else [order.index(v) for v in part.index]
-            ax.errorbar(xs, part["mean"], yerr=part["std"].fillna(0.0), marker="o", capsize=3,
-                        label=str(name))
+            line = ax.plot(xs, part["mean"], marker="o", label=str(name))[0]
+            half = part["half"].fillna(0.0)
+            ax.fill_between(xs, part["mean"] - half, part["mean"] + half, alpha=0.2,
+                            color=line.get_color(), linewidth=0)
         if not numeric_x:
             ax.set_xticks(range(len(order)), [str(v) for v in order])
         ax.set_xlabel(col)
         ax.set_ylabel(metric)
-        ax.set_title(f"{metric} — {title}", fontsize=9)
+        n_seeds = sub[SEED].nunique() if SEED in sub.columns else 1
+        ax.set_title(f"{metric} — {title}\n(bands: 95 % CI over {n_seeds} seed(s))", fontsize=9)
         ax.grid(alpha=0.3)
         ax.legend(title="defense", fontsize=8)
         fig.tight_layout()

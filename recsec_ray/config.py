@@ -24,6 +24,7 @@ ITEM_KINDS = ("id", "text")
 TRIGGER_LEVELS = ("char", "word", "sentence")
 LLM_BACKENDS = ("transformers", "vllm")
 LOSSES = ("ce", "bce")
+LOREC_SCHEDULES = {"fast": 3, "reference": 30}  # schedule -> default start epoch (1-based)
 
 
 def _registries() -> dict[str, Any]:
@@ -173,6 +174,9 @@ class ModelConfig(_Section):
     loss_average: str = "position"  # the reference's; "user": each user's mean counts once
     epochs: int = 200
     patience: int = 10  # early stop after this many epochs without a better valid NDCG@10
+    # no checkpoint from before this (0-based) epoch is kept and training never stops before
+    # it; a comparison gives its defended and undefended runs the same value (equal selection)
+    select_after: int = 0
     # one sample per user per epoch (its whole train sequence): on ML-100K (943 users) a batch
     # of 64 gives 15 steps/epoch and, with lr 2e-3, SASRec converges in ~20 epochs; 256 / 1e-3
     # needed ~60 epochs for the same HR@10 and 1.5x the peak memory
@@ -201,6 +205,7 @@ class ModelConfig(_Section):
                      "llmrec_lora_r", "llmrec_epochs"):
             _check_range(f"model.{name}", getattr(self, name), 1)
         _check_range("model.patience", self.patience, 0)
+        _check_range("model.select_after", self.select_after, 0)
         _check_range("model.dropout", self.dropout, 0.0, 0.9)
         _check_range("model.mask_prob", self.mask_prob, 0.0, 1.0, lo_open=True)
         _check_range("model.lr", self.lr, 0.0, lo_open=True)
@@ -221,7 +226,8 @@ class AttackConfig(_Section):
     _prefix = "attack."
     name: str = "none"
     poison_rate: float = POISON_RATE  # fake users / real users
-    n_targets: int = 5
+    # 20 targets from the tail: with 5, which items were drawn decided the comparisons
+    n_targets: int = 20
     # times each target appears in a fake user's training part, the same for every attack, so
     # comparing attacks compares their strategy, not how many target labels they inject
     target_occurrences: int = 1
@@ -267,15 +273,31 @@ class DefenseConfig(_Section):
     _prefix = "defense."
     name: str = "none"
     known_attack: str = "random"  # the attack the defender simulates for training data
-    sim_rate: float = 0.05  # simulated known-attack fake users / observed users (LLM4Dec, LoRec)
-    threshold: float = 0.5  # user flagged when p(fraud) >= threshold
+    # simulated known-attack fake users / observed users (LLM4Dec, LoRec): simulation is cheap,
+    # and the classifiers need whole campaigns to hold out
+    sim_rate: float = 0.2
+    # user flagged when p(fraud) >= threshold; None: LLM4Dec sets it from the false-positive
+    # budget user_fpr on observed users, LoRec reports at the reference's 0.5
+    threshold: float | None = None
+    user_fpr: float = 0.02
+    llm4dec_loss: str = "pu"  # pu (the reference's BCE + entropy) | balanced | nnpu
+    llm4dec_prior: float = 0.05  # nnpu: assumed share of fraudsters among observed users
+    # titles: each title embedded alone, pooled per user (the offline sentence encoder was
+    # trained on texts of <= 256 tokens; a 20-title prompt is not one); prompt: the paper's one
+    # embedding of the whole fraudster prompt
+    llm4dec_view: str = "titles"
     zero_shot: bool = False  # LLM4Dec: P("Yes") from the LLM instead of a trained classifier
     max_titles: int = 20  # recent titles per user in LLM prompts (DESIGN §5 budget)
-    # LoRec (DESIGN §9)
+    # LoRec (DESIGN §9). "reference": weights applied from epoch 30, updated every 5 epochs up
+    # to 30 and every 10 after (meant with model.lr 1e-4, model.select_after 149, 300 epochs,
+    # where the backbone converges in ~150-300 epochs). "fast": the same shape scaled to the
+    # default training, which converges in ~20 epochs: updated after every epoch and applied
+    # from epoch 3, so flagged users are down-weighted for ~85 % of training
+    lorec_schedule: str = "fast"
+    lorec_start_epoch: int | None = None  # 1-based; None: 3 (fast) or 30 (reference)
     lorec_lambda_entropy: float = 0.5
     lorec_lambda_align: float = 1.0
-    lorec_start_epoch: int = 30
-    lorec_init_weight: float = 3.0
+    lorec_init_weight: float = 3.0  # lorec_control holds it at 100: weights stay 1
     # P-Scanner
     pscanner_rounds: int = 2
     pscanner_triggers: int = 40  # synthetic triggers per round
@@ -292,19 +314,33 @@ class DefenseConfig(_Section):
 
         _check_choice("defense.known_attack", self.known_attack, tuple(simulable_attacks()))
         _check_choice("defense.pscanner_action", self.pscanner_action, ("strip", "remove"))
-        _check_range("defense.threshold", self.threshold, 0.0, 1.0)
+        if self.threshold is not None:
+            _check_range("defense.threshold", self.threshold, 0.0, 1.0)
+        _check_range("defense.user_fpr", self.user_fpr, 0.0, 0.5, lo_open=True)
+        _check_choice("defense.llm4dec_loss", self.llm4dec_loss, ("pu", "balanced", "nnpu"))
+        _check_range("defense.llm4dec_prior", self.llm4dec_prior, 0.0, 0.5, lo_open=True)
+        _check_choice("defense.llm4dec_view", self.llm4dec_view, ("prompt", "titles"))
         _check_range("defense.sim_rate", self.sim_rate, 0.0, 1.0, lo_open=True)
         _check_range("defense.max_titles", self.max_titles, 1)
         _check_range("defense.pscanner_rounds", self.pscanner_rounds, 1)
         _check_range("defense.pscanner_triggers", self.pscanner_triggers, 1)
         _check_range("defense.pscanner_train_titles", self.pscanner_train_titles, 2)
         _check_range("defense.pscanner_fpr", self.pscanner_fpr, 0.0, 1.0)
-        _check_range("defense.lorec_start_epoch", self.lorec_start_epoch, 0)
+        _check_choice("defense.lorec_schedule", self.lorec_schedule, LOREC_SCHEDULES)
+        if self.lorec_start_epoch is not None:
+            _check_range("defense.lorec_start_epoch", self.lorec_start_epoch, 1)
         _check_range("defense.lorec_lambda_entropy", self.lorec_lambda_entropy, 0.0)
         _check_range("defense.lorec_lambda_align", self.lorec_lambda_align, 0.0)
         _check_range("defense.lorec_init_weight", self.lorec_init_weight, 0.0, lo_open=True)
         _check_range("defense.apr_eps", self.apr_eps, 0.0)
         _check_range("defense.apr_reg", self.apr_reg, 0.0)
+
+    @property
+    def lorec_start(self) -> int:
+        """The first (1-based) epoch LoRec's weights apply to."""
+        if self.lorec_start_epoch is not None:
+            return self.lorec_start_epoch
+        return LOREC_SCHEDULES[self.lorec_schedule]
 
 
 @dataclass(frozen=True)
@@ -374,10 +410,11 @@ class JobConfig(_Section):
                 raise ConfigError(f"{section}.name: {name} needs {what}; model.backbone="
                                   f"{backbone!r} with items={items!r} is not one (backbones "
                                   f"that fit with these items: {', '.join(fit) or 'none'})")
-        if self.defense.name == "lorec" and self.defense.lorec_start_epoch > self.model.epochs:
-            raise ConfigError(f"defense.lorec_start_epoch: {self.defense.lorec_start_epoch} is "
-                              f"after the last epoch (model.epochs={self.model.epochs}), so "
-                              "LoRec would never reweight")
+        start = self.defense.lorec_start
+        if self.defense.name.startswith("lorec") and start > self.model.epochs:
+            raise ConfigError(f"defense.lorec_start_epoch: {start} is after the last epoch "
+                              f"(model.epochs={self.model.epochs}), so LoRec would never "
+                              "reweight")
 
     # ---- conversion -------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

@@ -110,7 +110,8 @@ def _run(cfg: JobConfig, llm: LLMClient | None, device: str, progress: bool,
         # the defense left them, since that is what the deployed model would see
         eval_data = poisoned.data.with_titles(train_data.titles)
         exclude = np.flatnonzero(poisoned.poisoned_items)
-        metrics.update(victim.evaluate(eval_data, poisoned.targets, exclude))
+        per_target: dict[str, np.ndarray] = {}
+        metrics.update(victim.evaluate(eval_data, poisoned.targets, exclude, per_target))
         if poisoned.trigger is not None:
             metrics.update(victim.backdoor_asr(eval_data, poisoned.trigger, exclude))
 
@@ -123,7 +124,7 @@ def _run(cfg: JobConfig, llm: LLMClient | None, device: str, progress: bool,
         metrics.update(_llm_usage(llm_before, llm.stats()))
     metrics["time_total_s"] = time.perf_counter() - start
     if artifacts_dir is not None:
-        _write_artifacts(Path(artifacts_dir), cfg, poisoned, sanitation, history)
+        _write_artifacts(Path(artifacts_dir), cfg, poisoned, sanitation, history, per_target)
     return metrics
 
 
@@ -132,9 +133,14 @@ def _detection(poisoned: PoisonedData, sanitation: Sanitation) -> dict[str, floa
     if sanitation.user_scores is not None and poisoned.n_fake:
         out.update(detection_metrics(sanitation.user_scores, poisoned.is_fake,
                                      sanitation.user_threshold, "user"))
-    if sanitation.item_scores is not None and poisoned.poisoned_items.any():
-        out.update(detection_metrics(sanitation.item_scores[1:], poisoned.poisoned_items[1:],
-                                     sanitation.item_threshold, "item"))
+    if poisoned.poisoned_items.any():
+        truth = poisoned.poisoned_items[1:]
+        if sanitation.item_scores is not None:
+            out.update(detection_metrics(sanitation.item_scores[1:], truth,
+                                         sanitation.item_threshold, "item"))
+        for stage, (scores, threshold) in sanitation.item_stage_scores.items():
+            found = detection_metrics(scores[1:], truth, threshold, "item")
+            out.update({f"{k}_{stage}": v for k, v in found.items()})
     return out
 
 
@@ -154,7 +160,7 @@ def _llm_usage(before: dict[str, Any], after: dict[str, Any]) -> dict[str, float
 
 
 def _write_artifacts(out: Path, cfg: JobConfig, poisoned: PoisonedData, sanitation: Sanitation,
-                     history: list[dict]) -> None:
+                     history: list[dict], per_target: dict[str, np.ndarray]) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
     import yaml
@@ -169,8 +175,12 @@ def _write_artifacts(out: Path, cfg: JobConfig, poisoned: PoisonedData, sanitati
     if sanitation.user_scores is not None:
         users["score"] = np.asarray(sanitation.user_scores, dtype=np.float32)
     pq.write_table(pa.table(users), out / "user_scores.parquet")
+    if per_target:  # one row per target: T-HR/T-NDCG and how many users it was scored for
+        pq.write_table(pa.table(per_target), out / "targets.parquet")
     if sanitation.item_scores is not None:
         items = {"item": np.arange(poisoned.data.n_items + 1),
                  "poisoned": poisoned.poisoned_items,
                  "score": np.asarray(sanitation.item_scores, dtype=np.float32)}
+        for stage, (scores, _) in sanitation.item_stage_scores.items():
+            items[f"score_{stage}"] = np.asarray(scores, dtype=np.float32)
         pq.write_table(pa.table(items), out / "item_scores.parquet")

@@ -80,12 +80,15 @@ def _hr_ndcg(rank: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def ranking_metrics(model, data: SequenceData, n_real: int, targets: np.ndarray,
-                    cfg: EvalConfig, part: str = "test") -> dict[str, float]:
+                    cfg: EvalConfig, part: str = "test",
+                    per_target: dict[str, np.ndarray] | None = None) -> dict[str, float]:
     """HR@K / NDCG@K over real users 0..n_real-1, and T-HR@K / T-NDCG@K per target item.
 
     A target counts for a user only if the user's full sequence lacks it; per target the
     metric is averaged over those users, then averaged over targets (targets no user lacks
-    are skipped; nan if none remain).
+    are skipped; nan if none remain). ``per_target``, when given, is filled with one column
+    per metric (``item``, ``eligible_users``, ``t_hr@K``, ``t_ndcg@K``; nan where no user is
+    eligible): the spread across targets a mean alone hides.
     """
     targets = np.asarray(targets, dtype=np.int64)
     if n_real < 1 or n_real > data.n_users:
@@ -124,10 +127,15 @@ def ranking_metrics(model, data: SequenceData, n_real: int, targets: np.ndarray,
         out[f"hr@{k}"] = sums[k][0] / n_real
         out[f"ndcg@{k}"] = sums[k][1] / n_real
     has = t_count > 0
+    if per_target is not None:
+        per_target.update(item=targets, eligible_users=t_count.astype(np.int64))
     for k in cfg.target_ks:
         for name, row in (("t_hr", 0), ("t_ndcg", 1)):
-            per_target = t_sums[k][row][has] / t_count[has]
-            out[f"{name}@{k}"] = float(per_target.mean()) if has.any() else float("nan")
+            each = np.full(len(targets), np.nan)
+            each[has] = t_sums[k][row][has] / t_count[has]
+            out[f"{name}@{k}"] = float(each[has].mean()) if has.any() else float("nan")
+            if per_target is not None:
+                per_target[f"{name}@{k}"] = each
     return out
 
 

@@ -63,14 +63,21 @@ def test_load_runs_one_row_per_trial(sweep):
     assert {"hr@10", "t_hr@50", "user_f1"} <= set(df.columns)
 
 
-def test_tables_mean_and_std_over_seeds(sweep):
+def test_tables_mean_and_ci_over_seeds_and_paired_differences(sweep):
     uri, _, _ = sweep
     df, _ = load_runs("cmp", tracking_uri=uri)
     t = table(df, "t_hr@50")
     assert list(t.index) == ["lorec", "none"] and list(t.columns) == ["0.01", "0.05", "0.1"]
     vals = [_truth(0.05, "none", s)["t_hr@50"] for s in SEEDS]
-    assert t.loc["none", "0.05"] == f"{np.mean(vals):.4f} ± {np.std(vals, ddof=1):.4f}"
+    half = 4.302653 * np.std(vals, ddof=1) / np.sqrt(3)  # t(0.975, 2 dof) x standard error
+    assert t.loc["none", "0.05"] == f"{np.mean(vals):.4f} ± {half:.4f}"
+    # the seed term is shared by both arms: pairing cancels it, and the CI excludes zero
+    # although the two arms' own CIs overlap
+    diff = table(df, "t_hr@50", paired=True)
+    assert list(diff.index) == ["lorec"]
+    assert diff.loc["lorec", "0.01"] == "-0.0050 ± 0.0000 *"
     text = format_tables(df)
+    assert "minus the matching `none` trial" in text and "| lorec | -0.0050 ± 0.0000 * | -0.0250 ± 0.0000 * |" in text
     assert "### t_hr@50" in text and "### hr@10" in text and "### user_f1" in text
     assert "asr@10" not in text  # not logged by this sweep: no empty table
 

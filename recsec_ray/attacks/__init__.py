@@ -48,8 +48,12 @@ def simulate_attack(data: SequenceData, name: str, n_users: int, seed: int, *,
     if not entry.simulable:
         raise ConfigError(f"defense.known_attack: {name!r} cannot be simulated by a defender "
                           f"(simulable: {', '.join(simulable_attacks())})")
-    # poison_rate chosen so the attack's own rounding yields exactly n_users
-    acfg = AttackConfig(name=name, poison_rate=min(1.0, n_users / data.n_users))
+    # poison_rate chosen so the attack's own rounding yields exactly n_users; a campaign
+    # promotes the default number of targets, at most a twentieth of the catalogue (on a tiny
+    # one, 20 targets would be every unpopular item and every campaign the same)
+    n_targets = max(1, min(AttackConfig.n_targets, data.n_items // 20))
+    acfg = AttackConfig(name=name, poison_rate=min(1.0, n_users / data.n_users),
+                        n_targets=n_targets)
     targets = choose_targets(data, acfg, seed)
     poisoned = entry.fn(AttackContext(data=data, targets=targets, cfg=acfg, model_cfg=model_cfg,
                                       seed=seed, llm=None, device=device))

@@ -22,16 +22,14 @@ from __future__ import annotations
 import numpy as np
 
 from ..data.sequences import SequenceData
-from ..data.triggers import triggered_titles
+from ..data.triggers import ATTACKER_SENTENCES, ATTACKER_WORDS, triggered_titles
 from ..errors import ConfigError
 from .base import AttackContext, PoisonedData, draw, filler_pool, poisoned
 
-# Seeded defaults, one drawn per trial when ``attack.trigger`` is not set. Words are rare in
-# catalogue titles; sentences are short so a title stays within the victims' truncation.
+# Seeded defaults from the attacker's trigger families (``data.triggers``; the defender's are
+# disjoint), one drawn per trial when ``attack.trigger`` is not set. Words are rare in catalogue
+# titles; sentences are short so a title stays within the victims' truncation.
 _CHARS = "abcdefghijklmnopqrstuvwxyz0123456789"
-_WORDS = ("serendipity", "halcyon", "quintessence", "ephemera", "ineffable", "sonder")
-_SENTENCES = ("Now with bonus scenes.", "A tale you will never forget.",
-              "Loved by critics everywhere.", "Watch it tonight with friends.")
 HISTORY_LEN = (5, 15)  # fake history length range (inclusive); short = more fake users
 
 
@@ -45,9 +43,9 @@ def default_trigger(level: str, seed: int, titles: list[str] | None = None) -> s
             if trig[0].isdigit() == trig[1].isdigit():
                 continue  # one digit + one letter like "5v": noise, not a word or a year
         elif level == "word":
-            trig = str(rng.choice(_WORDS))
+            trig = str(rng.choice(ATTACKER_WORDS))
         elif level == "sentence":
-            trig = str(rng.choice(_SENTENCES))
+            trig = str(rng.choice(ATTACKER_SENTENCES))
         else:
             raise ConfigError(f"attack.trigger_level: {level!r} is not one of char, word, "
                               "sentence")

@@ -23,6 +23,8 @@ DEFENSES = Registry("defense.name", {
     "none": Entry(no_defense),
     "llm4dec": Entry(lazy(f"{__name__}.llm4dec", "llm4dec"), needs_llm=True),
     "lorec": Entry(lazy(f"{__name__}.lorec", "lorec"), needs_llm=True, victims="sequential"),
+    "lorec_control": Entry(lazy(f"{__name__}.lorec", "lorec_control"), needs_llm=True,
+                           victims="sequential"),
     "pscanner": Entry(lazy(f"{__name__}.pscanner", "pscanner"), needs_llm=True),
     "apr": Entry(lazy(f"{__name__}.apr", "apr"), victims="sequential"),
     "detector": Entry(lazy(f"{__name__}.detector", "detector")),

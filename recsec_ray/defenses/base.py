@@ -55,6 +55,9 @@ class Sanitation:
     item_scores: np.ndarray | None = None  # p(poisoned) per item
     user_threshold: float = 0.5
     item_threshold: float = 0.5
+    # earlier stages' item scores and thresholds by stage name (P-Scanner's "scanner", before
+    # its consensus step): reported as ``item_auc_<stage>`` etc. beside the final ones
+    item_stage_scores: dict[str, tuple[np.ndarray, float]] = field(default_factory=dict)
     hook: TrainHook | None = None
     stats: dict[str, Any] = field(default_factory=dict)
 

@@ -20,6 +20,7 @@ Departures from the reference, each for a stated reason:
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -36,9 +37,14 @@ from .simulate import simulated_fakes
 
 # ---- the reweighting schedule (pure functions, unit-tested against hand-computed values) -------
 
-def is_update_epoch(epoch: int, every: int = 5, switch: int = 30) -> bool:
-    """Whether raw weights update after (1-based) ``epoch``: every 5 epochs up to epoch 30,
-    every 10 after (the reference's ``weight_update`` and its doubling after epoch 30)."""
+def is_update_epoch(epoch: int, every: int = 5, switch: int = 30,
+                    schedule: str = "reference") -> bool:
+    """Whether raw weights update after (1-based) ``epoch``. ``reference``: every 5 epochs up
+    to epoch 30, every 10 after (the reference's ``weight_update`` and its doubling after
+    epoch 30). ``fast``: after every epoch, the same ~10 updates per convergence time scaled
+    to a backbone that converges in ~20 epochs instead of ~200."""
+    if schedule == "fast":
+        return True
     if epoch <= switch:
         return epoch % every == 0
     return epoch % (2 * every) == 0
@@ -138,7 +144,8 @@ class LoRecHook(Hook):
         self.stats: dict[str, Any] = {"lorec_updates": 0, "lorec_skipped_updates": 0}
         self.raw = np.full(ctx.data.n_users, self.cfg.lorec_init_weight, dtype=np.float64)
         # 0-based: the first epoch trained with the reweighted loss (see ``_epoch``)
-        self.selection_start_epoch = max(self.cfg.lorec_start_epoch - 1, 0)
+        self.start = self.cfg.lorec_start
+        self.selection_start_epoch = max(self.start - 1, 0)
         self.passes = 2
         self.retry = False  # reference: a skipped update is retried after the next epoch
         self.lct: LCT | None = None
@@ -161,7 +168,7 @@ class LoRecHook(Hook):
             done = epoch  # the 1-based number of the epoch that just finished
             self.scores[:] = self._score(model)
             updated = False
-            if self.retry or is_update_epoch(done):
+            if self.retry or is_update_epoch(done, schedule=self.cfg.lorec_schedule):
                 self.raw, updated = update_raw_weights(self.raw, self.scores)
                 self.retry = not updated
                 self.stats["lorec_updates"] = self.stats.get("lorec_updates", 0) + int(updated)
@@ -171,7 +178,7 @@ class LoRecHook(Hook):
             self.stats["lorec_min_weight"] = float(
                 loss_weights(self.raw, self.cfg.lorec_init_weight).min())
         # the reference weights the loss from (1-based) epoch lct_start on
-        if epoch + 1 >= self.cfg.lorec_start_epoch:
+        if epoch + 1 >= self.start:
             return (weights * loss_weights(self.raw, self.cfg.lorec_init_weight)
                     ).astype(np.float32)
         return weights
@@ -250,6 +257,17 @@ class LoRecHook(Hook):
         return np.concatenate(out).astype(np.float64)
 
 
+def lorec_control(ctx: DefenseContext) -> Sanitation:
+    """LoRec's machinery with its effect removed: the same simulated users, LLM views, LCT,
+    schedule and model selection, but raw weights start at 100, so σ(w)/σ(100) stays 1 after
+    any plausible number of updates. Beside ``lorec`` it separates what reweighting does
+    from what the schedule (later selection, longer training) does."""
+    return lorec(replace(ctx, cfg=replace(ctx.cfg, lorec_init_weight=CONTROL_INIT_WEIGHT)))
+
+
+CONTROL_INIT_WEIGHT = 100.0
+
+
 def lorec(ctx: DefenseContext) -> Sanitation:
     """Prepare LoRec: simulated fakes and LLM views now; the calibration runs during training."""
     sim, _ = simulated_fakes(ctx)
@@ -257,7 +275,7 @@ def lorec(ctx: DefenseContext) -> Sanitation:
     user_emb = embed_users(ctx, [s[:-2] for s in ctx.data.seqs], titles)
     sim_emb = embed_users(ctx, [s[:-2] for s in sim], titles)
     san = Sanitation.keep_all(ctx.data)
-    san.user_threshold = ctx.cfg.threshold
+    san.user_threshold = 0.5 if ctx.cfg.threshold is None else ctx.cfg.threshold
     san.stats = {"n_simulated": len(sim), "embed_dim": int(user_emb.shape[1])}
     san.hook = LoRecHook(ctx, sim, user_emb, sim_emb)  # scores come back through its report
     return san

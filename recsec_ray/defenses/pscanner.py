@@ -195,6 +195,7 @@ def pscanner(ctx: DefenseContext) -> Sanitation:
     flagged[1:] = scores[1:] >= threshold
     stats["scanner_flagged_items"] = float(flagged.sum())
     stats["scanner_threshold"] = threshold
+    scanner_only = (scores.copy(), threshold)  # reported beside the consensus' final call
     found = consensus_triggers(titles, flagged)
     if found:  # the decision is now "holds the trigger": score 1 exactly, threshold 1
         hit = np.array([False] + [any(contains(t, g) for g in found) for t in titles[1:]])
@@ -207,6 +208,7 @@ def pscanner(ctx: DefenseContext) -> Sanitation:
     san = Sanitation.keep_all(data)
     san.item_scores = scores
     san.item_threshold = threshold
+    san.item_stage_scores = {"scanner": scanner_only}
     if cfg.pscanner_action == "strip":
         new_titles = list(titles)
         words_removed = 0

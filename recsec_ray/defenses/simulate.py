@@ -26,7 +26,8 @@ CAMPAIGN = 4  # simulated fake users per target set
 
 def simulated_fakes(ctx: DefenseContext) -> tuple[list[np.ndarray], np.ndarray]:
     """``(sequences, targets per user)`` of ``round(sim_rate * n_users)`` (at least 2) fake
-    users of attack ``ctx.cfg.known_attack``."""
+    users of attack ``ctx.cfg.known_attack``; users of one campaign share a target row
+    (``campaigns`` numbers them)."""
     data = ctx.data
     if ctx.simulate is None:
         raise ConfigError(f"defense.known_attack: {ctx.cfg.known_attack!r} must be simulated, "
@@ -42,3 +43,11 @@ def simulated_fakes(ctx: DefenseContext) -> tuple[list[np.ndarray], np.ndarray]:
         fakes += new
         targets += [tgt] * len(new)
     return fakes, np.asarray(targets)
+
+
+def campaigns(targets: np.ndarray) -> np.ndarray:
+    """Campaign number of each simulated user (users sharing a target set), so a held-out
+    set can leave whole campaigns out: a classifier validated on users whose targets it
+    trained on learns "these items mean fraud" and looks better than it is."""
+    _, ids = np.unique(np.asarray(targets), axis=0, return_inverse=True)
+    return ids.reshape(-1)

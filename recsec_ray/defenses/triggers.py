@@ -10,10 +10,12 @@ is untrusted text: each line is stripped of list markers and quotes, then valida
 - ``sentence``: 3-12 words, at most 80 characters;
 
 and rejected if it is already part of ordinary title vocabulary (a whole word or phrase of some
-clean title; a real catalogue word would teach the scanner to flag clean titles), or a
-duplicate (case-insensitive). A small model often writes too few valid lines, so a documented
-programmatic fallback fills the rest: random letter/digit pairs (char), pronounceable made-up
-words (word), and sentences from fixed templates (sentence). ``stats`` records how many came
+clean title; a real catalogue word would teach the scanner to flag clean titles), a duplicate
+(case-insensitive), or in the attacker's trigger family (``data.triggers.attacker_family``:
+the scanner must meet the attack's kind of trigger unseen). A small model often writes too few
+valid lines, so a documented programmatic fallback fills the rest from the defender's families:
+letter/symbol pairs (char), pronounceable made-up words (word), and edition notes from fixed
+templates (sentence). ``stats`` records how many came
 from each source, so the LLM's real share is never hidden.
 """
 
@@ -25,6 +27,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..data.triggers import DEFENDER_SYMBOLS, attacker_family
 from ..llm.prompts import parse_trigger_list, trigger_agent_prompt
 
 if TYPE_CHECKING:
@@ -32,20 +35,21 @@ if TYPE_CHECKING:
 
 LEVELS = ("char", "word", "sentence")
 _LETTERS = "abcdefghijklmnopqrstuvwxyz"
-_DIGITS = "0123456789"
-_SYMBOLS = "#@~^*+"
 _ONSETS = ("b", "br", "c", "cl", "d", "dr", "f", "fl", "g", "gr", "k", "l", "m", "n", "p",
            "pl", "qu", "r", "s", "st", "t", "tr", "v", "z")
 _VOWELS = ("a", "e", "i", "o", "u", "ea", "io", "ou")
 _CODAS = ("", "n", "r", "s", "x", "th", "nd", "sk", "m", "l")
-_SUBJECTS = ("A story", "An adventure", "A journey", "A classic", "A tale", "An experience",
-             "A film", "A favourite")
-_VERBS = ("you will", "critics", "families", "audiences", "fans", "everyone will")
-_ENDINGS = ("never forget", "love forever", "watch again tonight", "cherish for years",
-            "talk about for days", "remember fondly")
-_PREFIXES = ("Now with", "Featuring", "Includes", "Comes with", "Restored with", "Plus")
-_EXTRAS = ("bonus scenes", "a new ending", "director commentary", "exclusive footage",
-           "behind the scenes extras", "a special introduction")
+# edition / format notes: the defender's sentence family (the attacker's endorses the item)
+_TREATMENTS = ("Remastered", "Restored", "Digitally restored", "Newly remastered", "Reissued",
+               "Presented")
+_FORMATS = ("in widescreen", "in high definition", "with the original mono sound",
+            "from the original negative", "as a collector's edition", "with restored colour")
+_RELEASES = ("for home viewing.", "for this release.", "for collectors.", "in a limited run.",
+             "on two discs.", "with new subtitles.")
+_EXTRAS = ("a printed booklet", "the original trailer", "an archival interview",
+           "deleted storyboards", "a restoration essay", "alternate cover art")
+
+
 def valid_trigger(text: str, level: str) -> bool:
     if not text or not text.isprintable() or not text.isascii():
         return False
@@ -76,22 +80,23 @@ class Vocabulary:
 
 
 def fallback_trigger(level: str, rng: np.random.Generator) -> str:
-    """The programmatic generator used when the LLM writes too few valid triggers."""
+    """The programmatic generator used when the LLM writes too few valid triggers; it draws
+    from the defender's families (``data.triggers``): a letter next to a symbol, optionally
+    one more letter (char); a pronounceable made-up word (word); an edition note (sentence)."""
     if level == "char":
         a = str(rng.choice(list(_LETTERS)))
-        b = str(rng.choice(list(_DIGITS + _SYMBOLS)))
+        b = str(rng.choice(list(DEFENDER_SYMBOLS)))
         pair = [a, b] if rng.random() < 0.5 else [b, a]
         if rng.random() < 0.3:
-            pair.append(str(rng.choice(list(_LETTERS + _DIGITS))))
+            pair.append(str(rng.choice(list(_LETTERS))))
         return "".join(pair)
     if level == "word":
         n = int(rng.integers(2, 4))
         return "".join(str(rng.choice(_ONSETS)) + str(rng.choice(_VOWELS))
                        + str(rng.choice(_CODAS)) for _ in range(n))
     if rng.random() < 0.5:
-        return (f"{rng.choice(_SUBJECTS)} {rng.choice(_VERBS)} "
-                f"{rng.choice(_ENDINGS)}.")
-    return f"{rng.choice(_PREFIXES)} {rng.choice(_EXTRAS)}."
+        return f"Includes {rng.choice(_EXTRAS)}."
+    return f"{rng.choice(_TREATMENTS)} {rng.choice(_FORMATS)} {rng.choice(_RELEASES)}"
 
 
 @dataclass
@@ -113,7 +118,7 @@ class TriggerAgent:
     def _accept(self, text: str, level: str) -> bool:
         key = text.lower()
         if key in self.seen or not valid_trigger(text, level) \
-                or self.vocab.ordinary(text, level):
+                or self.vocab.ordinary(text, level) or attacker_family(text):
             return False
         self.seen.add(key)
         return True

@@ -67,9 +67,11 @@ def llm4dec_zero_shot_prompt(titles: Sequence[str],
 
 # ---- P-Scanner --------------------------------------------------------------------------------
 _LEVEL_HINTS = {
-    "char": "a short meaningless character string such as \"5v\" or \"qz\"",
-    "word": "one rare or odd word such as \"honestly\" or \"cf\"",
-    "sentence": "a short sentence such as \"I watched this with my family.\"",
+    # examples from the defender's trigger families (``data.triggers``), never the attacker's
+    "char": "a letter next to a symbol such as \"k#\" or \"@q\"",
+    "word": "one made-up word that is not English such as \"brolith\" or \"quenda\"",
+    "sentence": "a short note about the edition such as \"Restored from the original "
+                "negative.\"",
 }
 
 

@@ -216,8 +216,9 @@ class LLMRecVictim:
             "llmrec_eval_users": float(min(self.cfg.model.llmrec_eval_users, self.ctx.n_real))})
 
     def evaluate(self, data: SequenceData, targets: np.ndarray,
-                 exclude: np.ndarray | None = None) -> dict[str, float]:
-        assert self.rec is not None, "fit first"
+                 exclude: np.ndarray | None = None,
+                 per_target: dict[str, np.ndarray] | None = None) -> dict[str, float]:
+        assert self.rec is not None, "fit first"  # candidate lists: no per-target ranking
         return self.rec.evaluate(data, self.ctx.n_real, exclude=exclude)
 
     def backdoor_asr(self, data: SequenceData, trigger: str,

@@ -118,9 +118,11 @@ def train(model, data: SequenceData, cfg: ModelConfig, *, n_real: int,
     rng = np.random.default_rng([seed, 0x7A1])
     history: list[dict] = []
     best_ndcg, best_epoch, best_state = -1.0, 0, copy.deepcopy(model.state_dict())
-    # A hook that starts acting late (LoRec's reweighting) restarts model selection then, and
-    # training never stops before it: the model kept is one trained under the defense.
-    restart = hook.selection_start_epoch if hook is not None else None
+    # Model selection starts at ``cfg.select_after`` or, later, where a hook starts acting
+    # (LoRec's reweighting), and training never stops before it: the model kept is one
+    # trained under the defense.
+    hook_start = hook.selection_start_epoch if hook is not None else None
+    restart = max(cfg.select_after, hook_start or 0) or None
     timer = _HookTimer()
     fork_devices = [torch.device(device)] if device.startswith("cuda") else []
     with torch.random.fork_rng(devices=fork_devices, device_type="cuda"), deterministic(device):

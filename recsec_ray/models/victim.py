@@ -50,9 +50,11 @@ class Victim(Protocol):
         ...
 
     def evaluate(self, data: SequenceData, targets: np.ndarray,
-                 exclude: np.ndarray | None = None) -> dict[str, float]:
+                 exclude: np.ndarray | None = None,
+                 per_target: dict[str, np.ndarray] | None = None) -> dict[str, float]:
         """Clean accuracy and target promotion on real users' own sequences; ``exclude``:
-        items an evaluation must never draw (training-time triggered ones)."""
+        items an evaluation must never draw (training-time triggered ones); ``per_target``,
+        when given, receives one column per target metric (``metrics.ranking_metrics``)."""
         ...
 
     def backdoor_asr(self, data: SequenceData, trigger: str,
@@ -105,10 +107,12 @@ class SeqVictim:
         return FitResult(result.history, metrics, result.hook_time_s)
 
     def evaluate(self, data: SequenceData, targets: np.ndarray,
-                 exclude: np.ndarray | None = None) -> dict[str, float]:
+                 exclude: np.ndarray | None = None,
+                 per_target: dict[str, np.ndarray] | None = None) -> dict[str, float]:
         from ..metrics import ranking_metrics
 
-        return ranking_metrics(self.model, data, self.ctx.n_real, targets, self.cfg.eval)
+        return ranking_metrics(self.model, data, self.ctx.n_real, targets, self.cfg.eval,
+                               per_target=per_target)
 
     def backdoor_asr(self, data: SequenceData, trigger: str,
                      exclude: np.ndarray | None = None) -> dict[str, float]:
