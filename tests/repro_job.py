@@ -13,6 +13,7 @@ from recsec_ray.config import JobConfig
 
 TINY = {"data.name": "synthetic", "data.synthetic_users": 60, "data.synthetic_items": 40,
         "model.dim": 16, "model.heads": 1, "model.layers": 1, "model.epochs": 3, "seed": 5,
+        "attack.n_targets": 5,
         "attack.dp_batches": 2, "attack.dp_surrogate_epochs": 2,
         "defense.lorec_start_epoch": 2, "defense.max_titles": 5,
         "defense.pscanner_rounds": 1, "defense.pscanner_triggers": 6,
@@ -23,7 +24,7 @@ CASES = {
        for a in ("none", "random", "bandwagon", "dp", "llm")},
     "badrec/none": TEXT,
     **{f"random/{d}": {"attack.name": "random", "attack.poison_rate": 0.1, "defense.name": d}
-       for d in ("llm4dec", "lorec", "apr", "detector")},
+       for d in ("llm4dec", "lorec", "lorec_control", "apr", "detector")},
     **{f"badrec/{d}": {**TEXT, "defense.name": d} for d in ("pscanner", "onion")},
 }
 VOLATILE = ("time_", "llm_cache_hit_rate")  # wall clock, and what an earlier run cached

@@ -25,7 +25,8 @@ def data():
 
 
 def run(data, name, seed=0, **kw):
-    cfg = AttackConfig(name=name, **kw)
+    # an 80-item catalogue; each fake carries every target unless a test says otherwise
+    cfg = AttackConfig(name=name, **{"n_targets": 5, "targets_per_user": 0, **kw})
     targets = choose_targets(data, cfg, seed)
     ctx = AttackContext(data=data, targets=targets, cfg=cfg, model_cfg=SMALL_MODEL, seed=seed)
     return ATTACKS[name](ctx)
@@ -233,7 +234,7 @@ def test_llm_attack_junk_output_falls_back_and_counts(data):
             "99999 123456 0 00", "\x00\x00 <|im_end|>", "None of these, sorry."]
     good = " ".join(str(i) for i in range(1, 40))
     llm = ScriptedLLM(junk + [good])
-    cfg = AttackConfig(name="llm", poison_rate=0.1)
+    cfg = AttackConfig(name="llm", poison_rate=0.1, n_targets=5, targets_per_user=0)
     targets = choose_targets(data, cfg, 0)
     p = ATTACKS["llm"](AttackContext(data=data, targets=targets, cfg=cfg, model_cfg=SMALL_MODEL,
                                      seed=0, llm=llm))
@@ -362,3 +363,14 @@ def test_llmrec_stratified_subset_keeps_poison_share(tiny_llmrec):
     assert len(users) == 100 and (users >= 1000).sum() == 9  # round(100 * 100 / 1100)
     usable[1000:] = False  # a defense removed every fake user
     assert (rec.train_users(1100, 1000, usable) < 1000).all()
+
+
+@pytest.mark.parametrize("name", ["random", "bandwagon", "dp"])
+def test_targets_per_user_rotates_so_each_target_is_carried_equally(data, name):
+    """Each fake user carries ``targets_per_user`` of the targets; over the fakes every target
+    is carried equally often (not a marker the victim can learn from co-occurring targets)."""
+    p = run(data, name, poison_rate=0.2, n_targets=6, targets_per_user=2)
+    carried = [np.intersect1d(s[:-2], p.targets) for s in p.data.seqs[p.n_real:]]
+    assert all(len(c) == 2 for c in carried)
+    counts = np.array([sum(t in c for c in carried) for t in p.targets])
+    assert counts.max() - counts.min() <= 1 and counts.sum() == 2 * p.n_fake

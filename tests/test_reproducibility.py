@@ -40,6 +40,11 @@ def test_every_attack_and_defense_gives_the_same_metrics_in_two_fresh_processes(
     from repro_job import CASES
 
     assert set(first) == set(second) == set(CASES)
+    from recsec_ray.attacks import ATTACKS
+    from recsec_ray.defenses import DEFENSES
+
+    covered = {part for case in CASES for part in case.split("/")}
+    assert set(ATTACKS) <= covered and set(DEFENSES) <= covered  # every one, twice
     diff = {case: {k: (v, second[case].get(k)) for k, v in m.items()
                    if not _same(v, second[case].get(k, float("inf")))}
             for case, m in first.items()}

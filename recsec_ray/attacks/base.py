@@ -108,23 +108,34 @@ def body_length(total_length: int, n_targets: int) -> int:
     return max(int(total_length) - 2, n_targets + 1)
 
 
-def target_slots(ctx: AttackContext) -> np.ndarray:
-    """Every target ``attack.target_occurrences`` times: what each fake user carries."""
-    return np.tile(np.asarray(ctx.targets, dtype=np.int64), ctx.cfg.target_occurrences)
+def carried_targets(ctx: AttackContext, user: int) -> np.ndarray:
+    """Indices (into ``ctx.targets``) of the targets fake user ``user`` carries:
+    ``attack.targets_per_user`` of them in rotation, so every target is carried by the same
+    number of fake users (0: all of them)."""
+    n, k = len(ctx.targets), ctx.cfg.targets_per_user
+    if k == 0 or k >= n:
+        return np.arange(n, dtype=np.int64)
+    return (np.arange(k, dtype=np.int64) + user * k) % n
+
+
+def target_slots(ctx: AttackContext, user: int) -> np.ndarray:
+    """The targets fake user ``user`` carries, each ``attack.target_occurrences`` times."""
+    picked = np.asarray(ctx.targets, dtype=np.int64)[carried_targets(ctx, user)]
+    return np.tile(picked, ctx.cfg.target_occurrences)
 
 
 def targets_plus_fillers(ctx: AttackContext, fillers: Callable[[np.random.Generator, int],
                          np.ndarray], salt: int) -> list[np.ndarray]:
-    """Random-order fake users: all targets (each ``target_occurrences`` times) +
+    """Random-order fake users: their targets (``target_slots``) +
     ``fillers(rng, k)`` (k distinct items), lengths like real users'.
 
     Shared by Random (uniform fillers) and Bandwagon (popular + uniform fillers).
     """
     rng = ctx.rng(salt)
-    targets = target_slots(ctx)
     n = n_fake_users(ctx)
     fakes = []
-    for length in sample_lengths(ctx.data, n, rng):
+    for user, length in enumerate(sample_lengths(ctx.data, n, rng)):
+        targets = target_slots(ctx, user)
         body_len = body_length(length, len(targets))
         picks = fillers(rng, body_len - len(targets) + 2)
         body = rng.permutation(np.concatenate([targets, picks[:-2]]))

@@ -35,6 +35,7 @@ from .base import (
     AttackContext,
     PoisonedData,
     body_length,
+    carried_targets,
     n_fake_users,
     poisoned,
     popular_items,
@@ -76,8 +77,9 @@ def dp_attack(ctx: AttackContext) -> PoisonedData:
     tune_cfg = dataclasses.replace(scfg, epochs=max(1, scfg.epochs // ctx.cfg.dp_batches))
     for b, idx in enumerate(batches):
         dirs = _real_states(model, data, max_len, targets, ctx.device)
+        carried = [carried_targets(ctx, int(u)) for u in idx]
         fakes += _build_batch(model, lengths[idx], targets, starts, data.n_items, max_len, rng,
-                              ctx.device, dirs, ctx.cfg.target_occurrences)
+                              ctx.device, dirs, ctx.cfg.target_occurrences, carried)
         if b + 1 < len(batches):
             train(model, data.with_users(fakes), tune_cfg, n_real=data.n_users,
                   user_weights=None, seed=ctx.seed + b + 1, progress=False, device=ctx.device)
@@ -120,28 +122,32 @@ def _real_states(model, data, max_len: int, targets: np.ndarray, device: str):
 
 def _build_batch(model, lengths: np.ndarray, targets: np.ndarray, starts: np.ndarray,
                  n_items: int, max_len: int, rng: np.random.Generator, device: str,
-                 directions=None, occurrences: int = 1) -> list[np.ndarray]:
+                 directions=None, occurrences: int = 1,
+                 carried: list[np.ndarray] | None = None) -> list[np.ndarray]:
+    """Fake users of one batch; ``carried[i]``: indices of the targets user i carries (its
+    slots hold each ``occurrences`` times, cycled from a random start)."""
     import torch
 
     from ..data.sequences import pad_left
 
-    n_slots = len(targets) * occurrences
-    bodies = [body_length(L, n_slots) for L in lengths]
+    if carried is None:
+        carried = [np.arange(len(targets))] * len(lengths)
+    bodies = [body_length(L, len(c) * occurrences) for L, c in zip(lengths, carried)]
     total = [b + 2 for b in bodies]  # two held-out slots are plain fillers
     is_target = []
-    for body in bodies:
+    for body, c in zip(bodies, carried):
         flags = np.zeros(body + 2, dtype=bool)
-        flags[_target_slots(body, n_slots, rng)] = True
+        flags[_target_slots(body, len(c) * occurrences, rng)] = True
         is_target.append(flags)
     seqs = [[int(rng.choice(starts))] for _ in lengths]
-    next_t = [int(i) for i in rng.integers(0, len(targets), size=len(lengths))]
+    next_t = [int(i) for i in rng.integers(0, 2**31 - 1, size=len(lengths))]
     t_idx = torch.as_tensor(targets, device=device)
     model.eval()
     for pos in range(1, max(total)):
         fill = [i for i in range(len(seqs)) if pos < total[i] and not is_target[i][pos]]
         for i in range(len(seqs)):
             if pos < total[i] and is_target[i][pos]:
-                seqs[i].append(int(targets[next_t[i] % len(targets)]))
+                seqs[i].append(int(targets[carried[i][next_t[i] % len(carried[i])]]))
                 next_t[i] += 1
         if not fill:
             continue
@@ -158,7 +164,8 @@ def _build_batch(model, lengths: np.ndarray, targets: np.ndarray, starts: np.nda
             ext = torch.cat([prefix.repeat_interleave(k, 0)[:, 1:],
                              cand.reshape(-1, 1)], dim=1)
             h = torch.nn.functional.normalize(model.user_vectors(ext), dim=1)
-            nxt = torch.as_tensor([next_t[i] % len(targets) for i in fill], device=device)
+            nxt = torch.as_tensor([carried[i][next_t[i] % len(carried[i])] for i in fill],
+                                  device=device)
             pull = (h.reshape(len(fill), k, -1) * directions[nxt].unsqueeze(1)).sum(-1)
             best = pull.topk(min(DIVERSITY, k), dim=1).indices.cpu().numpy()
         cand = cand.cpu().numpy()

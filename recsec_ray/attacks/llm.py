@@ -79,35 +79,36 @@ def llm_attack(ctx: AttackContext) -> PoisonedData:
     popular = popular_items(data, 300, exclude=targets)
     pool = filler_pool(data, targets)
     plans = []
-    slots = target_slots(ctx)
-    for length in sample_lengths(data, n, rng):
+    for user, length in enumerate(sample_lengths(data, n, rng)):
+        slots = target_slots(ctx, user)
         k = min(body_length(length, len(slots)) - len(slots), MAX_PICKS) + 2
         m = min(2 * k + 10, len(pool))
         half = min(m // 2, len(popular))
         shown = draw(rng, popular, half)
         shown = np.concatenate([shown, draw(rng, np.setdiff1d(pool, shown), m - half)])
-        catalogue = rng.permutation(np.concatenate([shown, targets]))
+        mine = np.unique(slots)  # the targets this fake user carries
+        catalogue = rng.permutation(np.concatenate([shown, mine]))
         number = {int(i): j + 1 for j, i in enumerate(catalogue)}
         prompt = persona_prompt(
             catalogue_words(data.name).domain, [(j + 1, _short(data.titles[i])) for j, i in
                                    enumerate(catalogue)],
-            [(number[int(t)], _short(data.titles[t])) for t in targets], k + len(targets),
+            [(number[int(t)], _short(data.titles[t])) for t in mine], k + len(mine),
             persona=PERSONAS[int(rng.integers(len(PERSONAS)))])
         # Prefill the answer with one random non-target number: a small model continues a
         # started comma list far more often than it starts one (measured: SmolLM2-135M
         # answered a lone number to every unprimed prompt).
         opener = f" {number[int(rng.choice(shown))]},"
-        plans.append((k, catalogue, prompt + opener, opener))
-    answers = ctx.llm.generate([p for _, _, p, _ in plans], max_tokens=4 * (MAX_PICKS + 8) + 16,
+        plans.append((k, catalogue, prompt + opener, opener, slots))
+    answers = ctx.llm.generate([p for _, _, p, _, _ in plans], max_tokens=4 * (MAX_PICKS + 8) + 16,
                                temperature=0.7, seed=ctx.seed) if plans else []
     if len(answers) != len(plans):
         raise ModelOutputError(f"llm attack: the service answered {len(answers)} of "
                                f"{len(plans)} prompts")
     fakes, fallbacks, padded, written = [], 0, 0, 0
     tset = set(targets.tolist())
-    for (k, catalogue, _, opener), answer in zip(plans, answers):
+    for (k, catalogue, _, opener, slots), answer in zip(plans, answers):
         text = answer if isinstance(answer, str) else ""
-        picks = parse_picks(opener + text, catalogue, k + len(targets))
+        picks = parse_picks(opener + text, catalogue, k + len(np.unique(slots)))
         n_fill = sum(1 for i in picks if i not in tset)
         fill_pool = np.setdiff1d(catalogue, targets)
         if n_fill - 1 < max(k // 2, 1):  # the opener is ours, not the model's
