@@ -16,20 +16,21 @@ from recsec_ray.sweep import main
 GRID = {
     "attack.name": ["random", "bandwagon"],
     "attack.poison_rate": [0.05],
-    "defense.name": ["none", "detector", "lorec"],
+    "defense.name": ["none", "detector", "lorec", "lorec_control"],
     "seed": [0],
 }
-FIXED = {"data.name": "ml-100k", "model.backbone": "sasrec"}  # `recsec run` defaults (LoRec's
-# weights need their updates before epoch 30: see sweeps/poison_rate.py)
+# every arm selects its model from epoch 3 on, where LoRec's fast schedule starts reweighting
+FIXED = {"data.name": "ml-100k", "model.backbone": "sasrec", "model.select_after": 2}
 
 FULL = {
     "model.backbone": ["sasrec", "gru4rec", "bert4rec"],
     "attack.name": ["random", "bandwagon", "dp", "llm"],
     "attack.poison_rate": [0.05],
-    "defense.name": ["none", "detector", "apr", "llm4dec", "lorec"],
+    "defense.name": ["none", "detector", "apr", "llm4dec", "lorec", "lorec_control"],
     "seed": [0, 1, 2],
 }
-FULL_FIXED = {"data.name": "ml-100k", "model.epochs": 200, "model.patience": 10}
+FULL_FIXED = {"data.name": "ml-100k", "model.epochs": 200, "model.patience": 10,
+              "model.select_after": 2}
 
 SMOKE = {"attack.name": ["random", "bandwagon"], "attack.poison_rate": [0.1],
          "defense.name": ["none"], "seed": [0]}

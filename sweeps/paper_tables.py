@@ -25,6 +25,7 @@ from pathlib import Path
 import pandas as pd
 
 from recsec_ray.compare import load_runs, markdown
+from recsec_ray.errors import RecsecError
 from recsec_ray.stats import mean_ci, paired_difference, paired_ratio
 from recsec_ray.sweep.driver import run_sweep
 from recsec_ray.sweep.grid import SweepSpec
@@ -45,6 +46,30 @@ STUDIES: dict[str, list[tuple[dict, dict]]] = {
                    "defense.name": ["none", "pscanner", "onion"]},
                   {"attack.name": "badrec", "model.items": "text"})],
 }
+
+
+def from_mlflow(study: str, uri: str | None) -> pd.DataFrame:
+    """The study's latest sweeps as MLflow holds them (``--from-mlflow``: tables again
+    without running anything)."""
+    from recsec_ray.tracking import TAG_KIND, TrackingStore
+
+    store = TrackingStore(uri)
+    exp = store.client.get_experiment_by_name(f"paper-{study}")
+    if exp is None:
+        raise SystemExit(f"--from-mlflow: no experiment paper-{study} in {store.uri}")
+    parents = store.client.search_runs([exp.experiment_id], f"tags.`{TAG_KIND}` = 'sweep'",
+                                       order_by=["attributes.start_time DESC"],
+                                       max_results=len(STUDIES[study]))
+    frames = []
+    for parent in parents:
+        try:
+            frames.append(load_runs(exp.name, tracking_uri=uri,
+                                    parent_run_id=parent.info.run_id)[0])
+        except RecsecError as err:  # an interrupted sweep with no finished trial
+            print(f"[paper_tables] skipped: {err}", flush=True)
+    if not frames:
+        raise SystemExit(f"--from-mlflow: paper-{study} has no finished trials")
+    return pd.concat(frames, ignore_index=True)
 
 
 def run(study: str, seeds: list[int], uri: str | None) -> pd.DataFrame:
@@ -74,7 +99,7 @@ def _cells(df: pd.DataFrame, arms: list[dict], metrics: list[str],
            baseline: dict | None = None) -> pd.DataFrame:
     rows = []
     for arm in arms:
-        row = {" ".join(f"{k.split('.')[-1]}={v}" for k, v in arm.items()): ""}
+        row = {"arm": " ".join(f"{k.split('.')[-1]}={v}" for k, v in arm.items())}
         for m in metrics:
             if m not in df.columns:
                 continue
@@ -86,8 +111,7 @@ def _cells(df: pd.DataFrame, arms: list[dict], metrics: list[str],
                 row[f"{m} − base"] = paired_difference(vals, base).text(3, marker=True)
                 row[f"{m} ÷ base"] = paired_ratio(vals, base).text(2)
         rows.append(row)
-    out = pd.DataFrame(rows)
-    return out.rename(columns={out.columns[0]: "arm"}).fillna("")
+    return pd.DataFrame(rows).fillna("")
 
 
 def dose_tables(df: pd.DataFrame) -> str:
@@ -127,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (>= 3 for a CI)")
     p.add_argument("--mlflow-uri", default=None)
     p.add_argument("--out", default="paper_tables.md")
+    p.add_argument("--from-mlflow", action="store_true",
+                   help="tables from the studies' latest sweeps in MLflow; run nothing")
     args = p.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",")]
     studies = [s.strip() for s in args.only.split(",") if s.strip()]
@@ -135,7 +161,8 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--only: unknown {unknown} (known: {', '.join(STUDIES)})")
     text = [f"Seeds {seeds}; mean ± 95 % CI (t) over seeds; `*`: the paired CI excludes 0.\n"]
     for study in studies:
-        df = run(study, seeds, args.mlflow_uri)
+        df = from_mlflow(study, args.mlflow_uri) if args.from_mlflow else \
+            run(study, seeds, args.mlflow_uri)
         text.append(f"## {study}\n")
         if study == "dose":
             text.append(dose_tables(df))

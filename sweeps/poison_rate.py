@@ -1,7 +1,7 @@
 """Poison-rate study (the main sweep): how clean accuracy (HR@10), attack success (T-HR@50) and
 detection (F1) move as the attacker injects more fake users, per defense.
 
-    .venv/bin/python sweeps/poison_rate.py            # ML-100K, 10-15 min on 2 CPU cores
+    .venv/bin/python sweeps/poison_rate.py            # ML-100K, 27 trials: ~70 min on 2 CPU cores
     .venv/bin/python sweeps/poison_rate.py --full     # the papers' study (a cluster's worth)
     .venv/bin/python sweeps/poison_rate.py --ray-address auto --mlflow-uri http://mlflow:5000
 
@@ -14,26 +14,28 @@ import sys
 
 from recsec_ray.sweep import main
 
-# Laptop default: one victim and attack, three budgets, no defense vs. LoRec.
+# Laptop default: one victim and attack, three budgets, three seeds (every cell a mean ± 95 %
+# CI, every defense also a paired difference from the undefended trial of its seed), LoRec
+# beside its control (the same calibrator and schedule, weights held at 1). Every arm selects
+# its model from the same epoch on (LoRec's fast schedule reweights from epoch 3).
 GRID = {
     "attack.poison_rate": [0.01, 0.05, 0.1],
-    "defense.name": ["none", "lorec"],
-    "seed": [0],
+    "defense.name": ["none", "lorec", "lorec_control"],
+    "seed": [0, 1, 2],
 }
-# `recsec run` defaults: LoRec's weights need their six updates (every 5 epochs) before they
-# apply at epoch 30; a 20-epoch run that starts them at epoch 5 ends before any user's weight
-# leaves the (0.5, 1) band that snaps to 1, and shows LoRec doing nothing.
-FIXED = {"data.name": "ml-100k", "model.backbone": "sasrec", "attack.name": "bandwagon"}
+FIXED = {"data.name": "ml-100k", "model.backbone": "sasrec", "attack.name": "bandwagon",
+         "model.select_after": 2}
 
 # LoRec (SIGIR'24) / LLM4Dec study: three backbones, four attacks, 1-10 % budgets, three seeds.
 FULL = {
     "model.backbone": ["sasrec", "gru4rec", "bert4rec"],
     "attack.name": ["random", "bandwagon", "dp", "llm"],
     "attack.poison_rate": [0.01, 0.02, 0.05, 0.1],
-    "defense.name": ["none", "llm4dec", "lorec"],
+    "defense.name": ["none", "llm4dec", "lorec", "lorec_control"],
     "seed": [0, 1, 2],
 }
-FULL_FIXED = {"data.name": "ml-100k", "model.epochs": 200, "model.patience": 10}
+FULL_FIXED = {"data.name": "ml-100k", "model.epochs": 200, "model.patience": 10,
+              "model.select_after": 2}
 
 # Tests: two tiny trials on the synthetic generator.
 SMOKE = {"attack.poison_rate": [0.05, 0.1], "defense.name": ["none"], "seed": [0]}

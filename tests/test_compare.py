@@ -156,3 +156,25 @@ def test_notebook_runs(sweep, tmp_path, monkeypatch):
     assert f"18 finished trials in sweep {parent}" in outputs
     assert "2 plot(s)" in outputs
     assert (tmp_path / "compare_out" / "cmp" / "tables.md").is_file()
+
+
+def test_a_varying_defense_setting_splits_rows_and_pairs_with_none():
+    """The LoRec control as ``--set defense.lorec_init_weight=100``: its own row, paired
+    with the undefended trial of its seed."""
+    from recsec_ray.compare import arms, frame_from_rows
+
+    rows = []
+    for seed in (0, 1, 2):
+        rows.append({"defense.name": "none", "defense.lorec_init_weight": None, "seed": seed,
+                     "attack.poison_rate": 0.05,
+                     "t_hr@50": 0.10 + 0.05 * seed})
+        for w, drop in ((3.0, 0.05), (100.0, 0.0)):
+            rows.append({"defense.name": "lorec", "defense.lorec_init_weight": w, "seed": seed,
+                         "attack.poison_rate": 0.05,
+                         "t_hr@50": 0.10 + 0.05 * seed - drop})
+    df = frame_from_rows(rows)
+    assert set(arms(df)) == {"none", "lorec [lorec_init_weight=3.0]",
+                             "lorec [lorec_init_weight=100.0]"}
+    diff = table(df, "t_hr@50", paired=True)
+    assert diff.iloc[:, 0].to_dict() == {"lorec [lorec_init_weight=100.0]": "0.0000 ± 0.0000",
+                                         "lorec [lorec_init_weight=3.0]": "-0.0500 ± 0.0000 *"}

@@ -21,8 +21,14 @@ def test_same_config_same_metrics_and_artifacts(tmp_path):
     assert {k: v for k, v in a.items() if k not in timing} == \
            {k: v for k, v in b.items() if k not in timing}
     assert a["n_fake_users"] == 12 and 0 <= a["hr@10"] <= 1 and "t_hr@50" in a
-    assert {"config.yaml", "curves.json", "user_scores.parquet"} <= \
+    assert {"config.yaml", "curves.json", "user_scores.parquet", "targets.parquet"} <= \
            {p.name for p in (tmp_path / "a").iterdir()}
+    import pyarrow.parquet as pq
+
+    per_target = pq.read_table(tmp_path / "a" / "targets.parquet").to_pandas()
+    assert len(per_target) == a["n_targets"] and (per_target["eligible_users"] > 0).all()
+    # the headline figure is the mean of the per-target ones (targets no user lacks skipped)
+    assert per_target["t_hr@50"].mean() == pytest.approx(a["t_hr@50"])
     c = job.run(cfg.replace(seed=2), progress=False)
     assert c["hr@10"] != a["hr@10"] or c["t_hr@50"] != a["t_hr@50"]
 

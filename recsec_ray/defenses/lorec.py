@@ -9,6 +9,14 @@ become confident, and an alignment term pulling its CLS output towards an MLP of
 embedding of the user's LLM4Dec prompt. Users the LCT keeps scoring above the mean lose raw
 weight; their loss weight is ``sigmoid(w) / sigmoid(w0)`` (snapped to 1 in (0.5, 1)).
 
+Schedules (``defense.lorec_schedule``): ``reference`` follows DESIGN §9 literally (weights from
+epoch 30, updates every 5 then 10 epochs; meant with ``model.lr=1e-4``, 300 epochs and
+``model.select_after=149`` for every arm of a comparison). ``fast``, the default, is the same
+shape scaled to the default training, which converges in ~20 epochs instead of ~200: an update
+after every epoch, weights from epoch 3, so flagged users are down-weighted for most of
+training. ``lorec_control`` runs the same hook with raw weights starting at 100 (loss weights
+stay 1): beside ``lorec`` it separates the effect of reweighting from that of the schedule.
+
 Departures from the reference, each for a stated reason:
 - users are shuffled (seeded) before being cut into LCT batches: the reference slices them in
   index order, so all injected users (last indices) share one batch;
@@ -224,8 +232,8 @@ class LoRecHook(Hook):
         model.eval()
         n_users, n_sim = len(self.train_seqs), len(self.sim_train)
         x, pad = self._views(model, self.sim_train + self.train_seqs)
-        user_emb = torch.as_tensor(self.user_emb, device=device)
-        sim_emb = torch.as_tensor(self.sim_emb, device=device)
+        user_emb = torch.tensor(self.user_emb, device=device)  # copies: the cache's arrays
+        sim_emb = torch.tensor(self.sim_emb, device=device)  # are read-only
         lct.train()
         total, steps, batch = 0.0, 0, self.ctx.model_cfg.batch_size
         for _ in range(self.passes):
