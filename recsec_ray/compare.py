@@ -123,8 +123,8 @@ def arms(df: pd.DataFrame) -> pd.Series:
     if ROW_AXIS not in df.columns:  # one defense, not swept
         return pd.Series(["(fixed)"] * len(df), index=df.index)
     label = df[ROW_AXIS].astype(str)
-    extra = [c for c in _varying(df, tuple(df.columns))
-             if c.startswith("defense.") and c != ROW_AXIS]
+    extra = _varying(df, tuple(c for c in df.columns
+                               if c.startswith("defense.") and c != ROW_AXIS))
     for c in extra:
         label = label + df[c].map(lambda v, c=c: "" if pd.isna(v)
                                   else f" [{c.split('.', 1)[1]}={v}]")

@@ -324,8 +324,8 @@ def test_simulated_fakes_follow_the_known_attack(poisoned):
     ctx = _ctx(poisoned, known_attack="bandwagon", sim_rate=0.05)
     fakes, targets = simulated_fakes(ctx)
     assert len(fakes) == round(0.05 * poisoned.data.n_users)
-    for seq, tgt in zip(fakes, targets, strict=True):
-        assert set(tgt.tolist()) <= set(seq.tolist())  # every fake carries its targets
+    for seq, tgt in zip(fakes, targets, strict=True):  # each carries 4 of its campaign's
+        assert len(set(tgt.tolist()) & set(seq.tolist())) == min(4, len(tgt))
     assert len({tuple(t) for t in targets}) > 1  # several campaigns, not one target set
     again, _ = simulated_fakes(ctx)
     assert all((a == b).all() for a, b in zip(fakes, again, strict=True))

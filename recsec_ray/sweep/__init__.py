@@ -3,7 +3,8 @@
 ``grid`` (what runs), ``preflight`` (what every trial needs, checked before Ray starts),
 ``driver`` (Ray, the MLflow writer and the shared LLM actor around Tune), ``trainable`` (one
 trial: ``recsec_ray.job.run`` wrapped), ``progress`` (the live console view), ``summary`` (the
-closing tables, also logged to MLflow), ``script`` (the command line of ``sweeps/*.py``).
+closing tables, also logged to MLflow), ``script`` (the command line of ``sweeps/*.py``),
+``studies`` (several sweeps read together as figures: ``sweeps/paper_tables.py``).
 Importing this package does not import Ray; ``run_sweep`` does.
 """
 
