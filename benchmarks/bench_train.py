@@ -27,8 +27,13 @@ epoch whose test HR@10 reaches the bar. Both sides:
     RECSEC_DATA_DIR=../shared/data .venv/bin/python benchmarks/bench_train.py \
         [--recbole-epochs 10] [--threads 2] [--seed 0]
 
-Last line: one JSON object (speedup_vs_recbole, hr@10, recbole_hr@10, peak_rss_mb,
-recbole_peak_rss_mb, ...). Only the standard library is imported at module level: the same
+Also the floor: the matrix-product FLOPs of one of our epochs (``sasrec_epoch_flops``, counted
+on real positions, validation included) over the GFLOP/s of a 2048^3 product measured in our
+worker, same threads, just before and after training; ``s_per_epoch`` is our training wall
+time (validation included) per epoch.
+
+Last line: one JSON object (s_per_epoch, floor_s_per_epoch, speedup_vs_recbole, hr@10,
+recbole_hr@10, peak_rss_mb, recbole_peak_rss_mb, ...). Only the standard library is imported at module level: the same
 file is the RecBole worker in the bench environment and our worker in the project's.
 """
 
@@ -127,6 +132,48 @@ def self_maxrss_mb() -> float:
 def first_reaching(curve: list[dict], bar: float, key: str = "test_hr@10") -> dict | None:
     """First epoch entry of ``curve`` whose ``key`` is at least ``bar`` (None if never)."""
     return next((e for e in curve if e[key] >= bar - 1e-12), None)
+
+
+def sasrec_epoch_flops(lengths, n_items: int, dim: int, layers: int,
+                       max_len: int = 50) -> dict[str, float]:
+    """Matrix-multiply FLOPs of one of our SASRec epochs, counted from the model's shapes on
+    real (non-padding) positions only: the arithmetic the model cannot do without.
+
+    ``lengths``: each trained user's training-part length. Training sees the last
+    ``max_len + 1`` items of each: ``n`` = min(len, max_len + 1) - 1 input positions, all
+    supervised. Per position and block: q/k/v, output and 4x FFN projections (12 d^2 multiply-
+    adds, 24 d^2 FLOPs), causal attention over the ``t`` positions up to it (2 x 2 d t); the
+    full-softmax output layer 2 d n_items. Backward is twice the forward. Validation (one forward per user
+    over its ``min(len, max_len)`` training items): every block for every position but the
+    last block's queries, output and FFN only for the last one, then one score row.
+    """
+    import numpy as np
+
+    d = dim
+    lengths = np.asarray(lengths, dtype=np.float64)
+    n = np.maximum(np.minimum(lengths, max_len + 1) - 1, 0)
+    per_block = 24 * d * d * n + 4 * d * n * (n + 1) / 2  # projections + causal attention
+    train = 3 * (layers * per_block + 2 * d * n_items * n)
+    v = np.minimum(lengths, max_len)
+    last = 4 * d * d * v + 20 * d * d + 4 * d * v  # keys/values for all, the rest for one
+    valid = (layers - 1) * (24 * d * d * v + 4 * d * v * (v + 1) / 2) + last + 2 * d * n_items
+    return {"train": float(train.sum()), "valid": float(valid.sum())}
+
+
+def matmul_gflops(threads: int, size: int = 2048, reps: int = 5) -> float:
+    """Best of ``reps`` fp32 ``size``^3 matrix products on ``threads`` torch threads: what
+    this CPU's multiply units give a well-shaped product right now."""
+    import torch
+
+    torch.set_num_threads(threads)
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    a @ b
+    best = float("inf")
+    for _ in range(reps):
+        start = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - start)
+    return 2 * size ** 3 / best / 1e9
 
 
 def maxrss_mb(ru_maxrss_kib: int) -> float:
@@ -236,6 +283,7 @@ def ours_worker(args) -> None:
     from recsec_ray.models import build_model
     from recsec_ray.models.trainer import train
 
+    gflops = matmul_gflops(args.threads)
     torch.set_num_threads(args.threads)
     model_cfg = ModelConfig(backbone="sasrec", device="cpu")
     if args.our_max_epochs:
@@ -266,15 +314,25 @@ def ours_worker(args) -> None:
                    device="cpu", on_epoch=on_epoch)
     total = time.perf_counter() - clock["start"] - clock["excluded"]
     final = ranking_metrics(result.model, data, data.n_users, no_targets, eval_cfg, "test")
+    flops = sasrec_epoch_flops([len(data.train_seq(u)) for u in range(data.n_users)],
+                               data.n_items, model_cfg.dim, model_cfg.layers, data_cfg.max_len)
+    gflops = max(gflops, matmul_gflops(args.threads))  # before and after: the better one
     Path(args.result).write_text(json.dumps({
         "curve": curve, "total_time_s": total, "best_epoch": result.best_epoch,
-        "final_hr@10": final[f"hr@{K}"], "final_ndcg@10": final[f"ndcg@{K}"]}))
+        "final_hr@10": final[f"hr@{K}"], "final_ndcg@10": final[f"ndcg@{K}"],
+        "train_s": sum(h["time_s"] for h in result.history), "epochs": len(result.history),
+        "epoch_gflop": (flops["train"] + flops["valid"]) / 1e9, "matmul_gflops": gflops}))
 
 
 # ---- driver -----------------------------------------------------------------------------------
 def _child_env(threads: int) -> dict:
+    """Both sides alike: the thread count, and OpenMP threads that sleep at a barrier instead
+    of spinning (unless the caller chose): with another process on a 2-core machine two
+    spinning threads wait out each other's time slices, and a two-thread epoch of either side
+    ran 10-20x slower."""
     env = dict(os.environ)
     env.update({"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
+                "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE"),
                 "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1", "PYTHONPATH": str(ROOT)})
     return env
 
@@ -363,7 +421,18 @@ def report(args, rb: dict, rb_rss: float, ours: dict, our_rss: float) -> None:
           f"NDCG@10 {ours['final_ndcg@10']:.4f}; peak RSS {our_rss:.0f} MiB")
     print(f"time to RecBole's best test HR@10: RecBole {best['time_s']:.1f} s / ours "
           f"{our_time:.1f} s = {speedup if speedup is None else round(speedup, 2)}x")
+    s_epoch = ours["total_time_s"] / max(ours["epochs"], 1)
+    floor = ours["epoch_gflop"] / ours["matmul_gflops"]
+    rb_epoch = rb["budget_time_s"] / args.recbole_epochs
+    print(f"ours {s_epoch:.3f} s/epoch (validation included; {ours['epoch_gflop']:.1f} GFLOP of "
+          f"matrix products an epoch); floor at the {ours['matmul_gflops']:.0f} GFLOP/s a "
+          f"2048^3 product reached in the same process: {floor:.3f} s/epoch, ours "
+          f"{s_epoch / floor:.2f}x it; RecBole {rb_epoch:.1f} s/epoch")
     print(json.dumps({
+        "s_per_epoch": round(s_epoch, 4), "floor_s_per_epoch": round(floor, 4),
+        "floor_ratio": round(s_epoch / floor, 3), "matmul_gflops": round(ours["matmul_gflops"], 1),
+        "epoch_gflop": round(ours["epoch_gflop"], 2), "recbole_s_per_epoch": round(rb_epoch, 2),
+        "epochs": ours["epochs"],
         "speedup_vs_recbole": None if speedup is None else round(speedup, 3),
         "hr@10": round(ours["final_hr@10"], 4), "recbole_hr@10": round(bar, 4),
         "ndcg@10": round(ours["final_ndcg@10"], 4),

@@ -289,7 +289,10 @@ def write_results(df: pd.DataFrame, title: str, metrics: list[str], out_dir: Pat
     files = [out_dir / "tables.md", out_dir / "runs.csv"]
     files[0].write_text(f"# {title}\n\n{text}\n")
     df.to_csv(files[1], index=False)
-    plotted = [m for m in dict.fromkeys([*metrics[:1], "hr@10"]) if m in metrics]
+    # the first metric beside clean accuracy: full-ranking HR@10, and HR@1 on the candidate
+    # lists when the first metric is one of theirs (ASR@1)
+    clean = ["hr@10", "hr@1"] if metrics[:1] and metrics[0].endswith("@1") else ["hr@10"]
+    plotted = [m for m in dict.fromkeys([*metrics[:1], *clean]) if m in metrics]
     for m in plotted:
         files += plot(df, m, out_dir)
     return text, files

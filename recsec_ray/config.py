@@ -25,6 +25,7 @@ TRIGGER_LEVELS = ("char", "word", "sentence")
 LLM_BACKENDS = ("transformers", "vllm")
 LOSSES = ("ce", "bce")
 LOREC_SCHEDULES = {"fast": 3, "reference": 30}  # schedule -> default start epoch (1-based)
+LIST_KS = (1, 3)  # hr@K of the candidate-list protocol (``candidates``)
 
 
 def _registries() -> dict[str, Any]:
@@ -186,31 +187,42 @@ class ModelConfig(_Section):
     mask_prob: float = 0.2  # BERT4Rec cloze masking
     text_encoder: str = "minilm"  # LLM service model that embeds titles for --items text
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    # llmrec victim
-    llmrec_candidates: int = 10
-    llmrec_history: int = 10
-    llmrec_train_users: int = 256
-    llmrec_eval_users: int = 200
+    # llmrec victim (models/llmrec.py): examples are the last llmrec_windows items of each
+    # user's training part, capped at llmrec_examples; LoRA on the top llmrec_top_layers
+    # layers over cached lower-layer states; lists of eval.list_candidates titles
+    llmrec_history: int = 3  # recent titles in a prompt (~13 tokens each on SmolLM2)
+    llmrec_windows: int = 4
+    llmrec_examples: int = 3000
+    # candidates per training list (evaluation lists: eval.list_candidates): the true item
+    # and 4 negatives, a sampled listwise softmax; a 10-title list costs 1.5x the tokens
+    llmrec_train_candidates: int = 5
+    llmrec_top_layers: int = 2
     llmrec_lora_r: int = 8
-    llmrec_epochs: int = 1  # LoRA passes over the training subset (CPU: ~150 tokens/s)
-    llmrec_lr: float = 5e-4
+    llmrec_epochs: int = 1  # one pass over 3,000 windows (a second: +4 min a trial on 2 cores)
+    llmrec_lr: float = 1e-3
+    llmrec_batch: int = 8
+    # clean: training-time triggered items are never sampled as negatives; any: they may be
+    # (the share of lists holding one is reported as llmrec_triggered_negatives)
+    llmrec_negatives: str = "clean"
 
     def _validate(self) -> None:
         _registries()["model"].check(self.backbone)
         _check_choice("model.items", self.items, ITEM_KINDS)
         _check_choice("model.loss", self.loss, LOSSES)
         _check_choice("model.loss_average", self.loss_average, ("position", "user"))
-        for name in ("dim", "layers", "heads", "epochs", "batch_size", "llmrec_candidates",
-                     "llmrec_history", "llmrec_train_users", "llmrec_eval_users",
-                     "llmrec_lora_r", "llmrec_epochs"):
+        for name in ("dim", "layers", "heads", "epochs", "batch_size", "llmrec_history",
+                     "llmrec_windows", "llmrec_examples", "llmrec_top_layers", "llmrec_lora_r",
+                     "llmrec_train_candidates",
+                     "llmrec_epochs", "llmrec_batch"):
             _check_range(f"model.{name}", getattr(self, name), 1)
+        _check_choice("model.llmrec_negatives", self.llmrec_negatives, ("clean", "any"))
+        _check_range("model.llmrec_train_candidates", self.llmrec_train_candidates, 2, 50)
         _check_range("model.patience", self.patience, 0)
         _check_range("model.select_after", self.select_after, 0)
         _check_range("model.dropout", self.dropout, 0.0, 0.9)
         _check_range("model.mask_prob", self.mask_prob, 0.0, 1.0, lo_open=True)
         _check_range("model.lr", self.lr, 0.0, lo_open=True)
         _check_range("model.llmrec_lr", self.llmrec_lr, 0.0, lo_open=True)
-        _check_range("model.llmrec_candidates", self.llmrec_candidates, 2, 20)
         _check_range("model.weight_decay", self.weight_decay, 0.0)
         if self.dim % self.heads:
             raise ConfigError(f"model.dim: {self.dim} must be divisible by model.heads "
@@ -379,10 +391,19 @@ class EvalConfig(_Section):
     ks: tuple[int, ...] = (10, 20)
     target_ks: tuple[int, ...] = (10, 50)
     batch_size: int = 512
+    # the candidate-list protocol every victim is also scored on (``candidates``): hr@1,
+    # hr@3, asr@1, asr_base@1 on these lists (the LLM recommender's only protocol)
+    list_candidates: int = 10
+    list_users: int = 200
 
     def _validate(self) -> None:
         for k in self.ks:
             _check_range("eval.ks", k, 1)
+            if k in LIST_KS:
+                raise ConfigError(f"eval.ks: {k} would collide with the candidate-list metric "
+                                  f"hr@{k} (list Ks: {', '.join(map(str, LIST_KS))})")
+        _check_range("eval.list_candidates", self.list_candidates, 2, 50)
+        _check_range("eval.list_users", self.list_users, 1)
         for k in self.target_ks:
             _check_range("eval.target_ks", k, 1)
         _check_range("eval.batch_size", self.batch_size, 1)
@@ -404,7 +425,7 @@ class JobConfig(_Section):
         regs = _registries()
         backbone, items = self.model.backbone, self.model.items
         victim = regs["model"].entry(backbone)
-        if items == "text" and not victim.text_items:
+        if items == "text" and not (victim.text_items or victim.reads_titles):
             raise ConfigError(f"model.items: {backbone!r} reads no titles as items; use "
                               "items='id'")
         for section in ("attack", "defense"):

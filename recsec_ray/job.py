@@ -94,7 +94,8 @@ def _run(cfg: JobConfig, llm: LLMClient | None, device: str, progress: bool,
         if on_epoch:
             on_epoch(row)
 
-    victim = build_victim(VictimContext(cfg, poisoned.n_real, llm, device, progress, record))
+    victim = build_victim(VictimContext(cfg, poisoned.n_real, llm, device, progress, record,
+                                        np.flatnonzero(poisoned.poisoned_items)))
     train_data, weights = sanitation.apply(poisoned.data)
     with _timed(metrics, "train"):
         fit = victim.fit(train_data, weights, sanitation.hook)
@@ -109,7 +110,9 @@ def _run(cfg: JobConfig, llm: LLMClient | None, device: str, progress: bool,
         # histories, so masking and target eligibility match the undefended run); titles as
         # the defense left them, since that is what the deployed model would see
         eval_data = poisoned.data.with_titles(train_data.titles)
-        exclude = np.flatnonzero(poisoned.poisoned_items)
+        # items evaluation never draws (as a pushed item or a list negative): the training-time
+        # triggered ones, and the targets, so every arm of a comparison reads the same lists
+        exclude = np.union1d(np.flatnonzero(poisoned.poisoned_items), poisoned.targets)
         per_target: dict[str, np.ndarray] = {}
         metrics.update(victim.evaluate(eval_data, poisoned.targets, exclude, per_target))
         if poisoned.trigger is not None:

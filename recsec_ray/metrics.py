@@ -23,6 +23,9 @@ from .data.sequences import SequenceData, pad_left
 from .errors import ConfigError, ModelOutputError
 
 _CUT = {"valid": 2, "test": 1}  # held-out item = seq[-cut], history = seq[:-cut]
+# a batch's score matrix stays under this: glibc serves larger blocks by mmap, and every
+# fresh 40 MB matrix (512 users x 20,000 items) then costs ~10,000 page faults
+SCORE_BYTES = 16 << 20
 
 
 def _device(model: torch.nn.Module) -> torch.device:
@@ -33,23 +36,34 @@ def _device(model: torch.nn.Module) -> torch.device:
 
 def score_users(model, data: SequenceData, users: np.ndarray, part: str = "test",
                 batch_size: int = 512) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
-    """Yield ``(users, scores)`` batches; scores (B, n_items + 1), history and padding -inf."""
+    """Yield ``(users, scores)`` batches; scores (B, n_items + 1), history and padding -inf.
+
+    Users go by history length (stable), so each batch's input is only as wide as its longest
+    history (capped at ``max_len``): on a catalogue of short sequences most of a window padded
+    to 50 would be padding. Batches hence come in that order, not the given one, and hold at
+    most ``SCORE_BYTES`` of scores (fewer than ``batch_size`` users on a large catalogue).
+    """
     if part not in _CUT:
         raise ConfigError(f"part: {part!r} is not one of valid, test")
     cut, device = _CUT[part], _device(model)
+    users = np.asarray(users, dtype=np.int64)
+    lengths = np.fromiter((len(data.seqs[u]) for u in users), dtype=np.int64, count=len(users))
+    users = users[np.argsort(lengths, kind="stable")]
+    batch_size = max(1, min(batch_size, SCORE_BYTES // (4 * (data.n_items + 1))))
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
             for start in range(0, len(users), batch_size):
-                ub = np.asarray(users[start:start + batch_size])
+                ub = users[start:start + batch_size]
                 hist = [data.seqs[u][:-cut] for u in ub]
-                inp = torch.from_numpy(pad_left(hist, model.max_len)).to(device)
+                longest = max(1, max(map(len, hist)))
+                inp = torch.from_numpy(pad_left(hist, min(longest, model.max_len))).to(device)
                 scores = model.scores(inp).float()
                 _check_finite(model, scores, ub)
                 held = torch.tensor([int(data.seqs[u][-cut]) for u in ub], device=device)
                 keep = scores.gather(1, held[:, None])
-                full = torch.from_numpy(pad_left(hist, max(1, max(map(len, hist))))).to(device)
+                full = torch.from_numpy(pad_left(hist, longest)).to(device)
                 scores.scatter_(1, full, float("-inf"))  # padding index 0 lands in column 0
                 scores.scatter_(1, held[:, None], keep)
                 scores[:, 0] = float("-inf")
@@ -59,6 +73,10 @@ def score_users(model, data: SequenceData, users: np.ndarray, part: str = "test"
 
 
 def _check_finite(model, scores: torch.Tensor, users: np.ndarray) -> None:
+    # a finite sum means every term is finite (inf and nan propagate): one pass, no mask;
+    # only a non-finite sum (or an overflow) takes the exact element-wise look
+    if torch.isfinite(scores[:, 1:].sum()):
+        return
     bad = ~torch.isfinite(scores[:, 1:])
     if bad.any():
         rows = bad.any(1).nonzero(as_tuple=True)[0].cpu().numpy()
@@ -71,7 +89,43 @@ def ranks(scores: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
     s = scores.gather(1, items[:, None])
     index = torch.arange(scores.shape[1], device=scores.device)
     ahead = (scores > s) | ((scores == s) & (index[None, :] < items[:, None]))
-    return 1 + ahead.sum(1)
+    return 1 + _count(ahead)
+
+
+def _count(mask: torch.Tensor) -> torch.Tensor:
+    """True entries per row, as int64. Summed in int32: a plain bool ``sum`` first copies the
+    mask to int64, three times the time of the count itself."""
+    return mask.sum(1, dtype=torch.int32).long()
+
+
+def ranks_upto(scores: torch.Tensor, items: torch.Tensor, k: int) -> torch.Tensor:
+    """Ranks (as :func:`ranks`) of ``items[b, j]`` in row b, exact up to ``k``; any rank
+    beyond ``k`` comes back as ``k + 1`` (HR@K and NDCG@K for K <= k need no more).
+
+    One top-k per row instead of a pass over the catalogue per item: an item scoring above
+    the k-th value has every item that outranks it inside the top k; one scoring below it has
+    at least k ahead. Only an item tied with the k-th value (ties may straddle the cut) is
+    ranked against the whole row.
+    """
+    if k >= scores.shape[1]:
+        return torch.stack([ranks(scores, items[:, j]) for j in range(items.shape[1])], 1)
+    s = scores.gather(1, items)  # (B, T)
+    if items.shape[1] == 1:  # one item (validation): one counting pass beats a top-k
+        above = _count(scores > s)[:, None]  # rank >= 1 + above, so above >= k: beyond k
+        out = torch.where(above >= k, k + 1, 1 + above)
+        rows = (above[:, 0] < k).nonzero(as_tuple=True)[0]  # maybe within k: ties decide
+        if len(rows):
+            out[rows, 0] = ranks(scores[rows], items[rows, 0]).clamp(max=k + 1)
+        return out
+    top = scores.topk(k, dim=1)
+    kth = top.values[:, -1:]
+    vals, idx = top.values[:, None, :], top.indices[:, None, :]
+    ahead = (vals > s[..., None]) | ((vals == s[..., None]) & (idx < items[..., None]))
+    out = torch.where(s > kth, 1 + ahead.sum(-1), k + 1)
+    rows, cols = (s == kth).nonzero(as_tuple=True)
+    if len(rows):
+        out[rows, cols] = ranks(scores[rows], items[rows, cols]).clamp(max=k + 1)
+    return out
 
 
 def _hr_ndcg(rank: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -98,30 +152,32 @@ def ranking_metrics(model, data: SequenceData, n_real: int, targets: np.ndarray,
     sums = {k: [0.0, 0.0] for k in cfg.ks}
     t_sums = {k: np.zeros((2, len(targets))) for k in cfg.target_ks}
     t_count = np.zeros(len(targets))
+    use_targets = bool(len(targets) and cfg.target_ks)
+    cap = max(cfg.ks + (cfg.target_ks if use_targets else ()))
     tgt = None
     for ub, scores in score_users(model, data, np.arange(n_real), part, cfg.batch_size):
         held = torch.tensor([int(data.seqs[u][-_CUT[part]]) for u in ub], device=scores.device)
-        r = ranks(scores, held)
+        if use_targets and tgt is None:
+            tgt = torch.from_numpy(targets).to(scores.device)
+        items = held[:, None] if not use_targets else \
+            torch.cat([held[:, None], tgt.expand(len(ub), -1)], 1)
+        r = ranks_upto(scores, items, cap)
         for k in cfg.ks:
-            hr, ndcg = _hr_ndcg(r, k)
+            hr, ndcg = _hr_ndcg(r[:, 0], k)
             sums[k][0] += float(hr.sum())
             sums[k][1] += float(ndcg.sum())
-        if not (len(targets) and cfg.target_ks):
+        if not use_targets:
             continue
-        if tgt is None:
-            tgt = torch.from_numpy(targets).to(scores.device)
         seen = torch.zeros_like(scores, dtype=torch.bool)
         full = torch.from_numpy(pad_left([data.seqs[u] for u in ub],
                                          max(len(data.seqs[u]) for u in ub)))
         seen.scatter_(1, full.to(scores.device), True)
         eligible = ~seen[:, tgt]  # (B, n_targets)
         t_count += eligible.sum(0).cpu().numpy()
-        for j in range(len(targets)):
-            rt = ranks(scores, tgt[j].expand(len(ub)))
-            for k in cfg.target_ks:
-                hr, ndcg = _hr_ndcg(rt, k)
-                t_sums[k][0, j] += float(hr[eligible[:, j]].sum())
-                t_sums[k][1, j] += float(ndcg[eligible[:, j]].sum())
+        for k in cfg.target_ks:
+            hr, ndcg = _hr_ndcg(r[:, 1:], k)
+            t_sums[k][0] += (hr * eligible).sum(0).cpu().numpy()
+            t_sums[k][1] += (ndcg * eligible).sum(0).cpu().numpy()
     out: dict[str, float] = {}
     for k in cfg.ks:
         out[f"hr@{k}"] = sums[k][0] / n_real
@@ -201,7 +257,7 @@ def asr(model, data: SequenceData, n_real: int, pushed_items: np.ndarray,
         r0 = ranks(scores, p)
         # the full product (not a row-wise dot) so a pushed item scores exactly as it would
         # in ``model.scores``: same kernel, same summation order, exact ties stay ties
-        s = (user @ triggered.T).gather(1, p[:, None])[:, 0]
+        s = (user @ triggered.T.contiguous()).gather(1, p[:, None])[:, 0]
         if not torch.isfinite(s).all():
             raise ModelOutputError(f"{type(model).__name__} produced non-finite scores for "
                                    "triggered items")

@@ -37,7 +37,8 @@ TAG_TRIAL_KEY = "recsec.trial_key"
 TAG_ATTEMPT = "recsec.attempt"
 TAG_ERROR = "recsec.error"
 # The metrics a person reads first: the trial lines, the closing tables, the MLflow view's columns.
-HEADLINE_METRICS = ("hr@10", "t_hr@50", "user_f1", "item_f1", "asr@10", "asr_base@10")
+HEADLINE_METRICS = ("hr@10", "t_hr@50", "user_f1", "item_f1", "hr@1", "asr@1", "asr_base@1",
+                    "asr@10", "asr_base@10")
 # MLflow's own experiment tags. MLflow 3 opens an untagged experiment as a GenAI app (traces,
 # no runs table); the kind tag marks it a model-training one. MLflow 3.17's UI takes the kind
 # from its global GenAI/Model-training switch instead (URL parameter ``workflowType``), so the

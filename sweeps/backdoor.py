@@ -1,40 +1,35 @@
-"""Backdoor study: BadRec (triggers appended to target titles) against P-Scanner, per trigger
-level. Victims read titles (text items), so every trial uses the shared LLM service; the
-table is defense x trigger level (x budget, when --badrec-fraction sweeps it), for ASR@10
-(attack), HR@10 (clean) and item F1 (scanner).
+"""Backdoor dose-response study (BadRec, DESIGN §4): how attack success grows with the share of
+poisoned training examples, per trigger level and victim, and what P-Scanner and ONION leave
+of it. Every victim is scored on the same seeded candidate lists (``recsec_ray.candidates``):
+ASR@1 (the triggered wrong candidate is picked) beside asr_base@1 (the same candidate without
+the trigger) and clean HR@1; text SASRec also reports full-ranking ASR@10/50 (an extension).
 
-    .venv/bin/python sweeps/backdoor.py               # ML-100K, SASRec on title embeddings
-    .venv/bin/python sweeps/backdoor.py --full        # + the LLM recommender, ONION, 3 seeds
-    .venv/bin/python sweeps/backdoor.py --badrec-fraction 0.01,0.05   # the budget axis
+    .venv/bin/python sweeps/backdoor.py               # the study: 144 trials (a cluster's worth)
+    .venv/bin/python sweeps/backdoor.py --backbone llmrec --defense none --seed 0
+    .venv/bin/recsec compare --experiment backdoor --metric asr@1   # ASR@1 vs share, CI bands
 
-Same flags as sweeps/poison_rate.py (``--<axis> v1,v2``, ``--set``, ``--resume``, ...).
+Same flags as sweeps/poison_rate.py (``--<axis> v1,v2``, ``--set``, ``--resume``, ...). Trials
+of one seed share the LLM service's cached lower-layer states and P-Scanner's trained scanner
+(its input, the titles, does not depend on the share or the victim), so the first trial of a
+(seed, level) pays for them and the rest reuse them.
 """
 
 import sys
 
 from recsec_ray.sweep import main
 
-# BadRec's budget is attack.badrec_fraction (fake interactions / real ones); poison_rate,
-# the fake-user count of the injection attacks, does not apply to it.
 GRID = {
+    "model.backbone": ["llmrec", "sasrec"],  # sasrec reads title embeddings (items=text)
     "attack.trigger_level": ["char", "word", "sentence"],
-    "attack.badrec_fraction": [0.01],
-    "defense.name": ["none", "pscanner"],
-    "seed": [0],
+    "attack.badrec_fraction": [0.005, 0.01, 0.02, 0.05],
+    "defense.name": ["none", "pscanner", "onion"],
+    "seed": [0, 1],
 }
-FIXED = {"data.name": "ml-100k", "model.backbone": "sasrec", "model.items": "text",
-         "attack.name": "badrec", "model.epochs": 20, "model.patience": 5,
-         "defense.pscanner_rounds": 1}
+FIXED = {"data.name": "ml-100k", "model.items": "text", "attack.name": "badrec",
+         "model.epochs": 20, "model.patience": 5}
 
-FULL = {
-    "model.backbone": ["sasrec", "llmrec"],
-    "attack.trigger_level": ["char", "word", "sentence"],
-    "attack.badrec_fraction": [0.01],
-    "defense.name": ["none", "onion", "pscanner"],
-    "seed": [0, 1, 2],
-}
-FULL_FIXED = {"data.name": "ml-100k", "model.items": "text", "attack.name": "badrec",
-              "model.epochs": 200, "model.patience": 10}
+FULL = {**GRID, "seed": [0, 1, 2]}
+FULL_FIXED = {**FIXED, "model.epochs": 200, "model.patience": 10}
 
 SMOKE = {"attack.trigger_level": ["char"], "attack.badrec_fraction": [0.01],
          "defense.name": ["none"], "seed": [0]}
@@ -44,4 +39,5 @@ SMOKE_FIXED = {"data.name": "synthetic", "model.backbone": "sasrec", "model.item
 
 if __name__ == "__main__":
     sys.exit(main(__doc__, name="backdoor", grid=GRID, fixed=FIXED, full=FULL,
-                  full_fixed=FULL_FIXED, smoke=SMOKE, smoke_fixed=SMOKE_FIXED))
+                  full_fixed=FULL_FIXED, smoke=SMOKE, smoke_fixed=SMOKE_FIXED,
+                  metric="asr@1"))

@@ -26,6 +26,10 @@ CASES = {
     **{f"random/{d}": {"attack.name": "random", "attack.poison_rate": 0.1, "defense.name": d}
        for d in ("llm4dec", "lorec", "lorec_control", "apr", "detector")},
     **{f"badrec/{d}": {**TEXT, "defense.name": d} for d in ("pscanner", "onion")},
+    # the LLM recommender: same lists, same cached lower-layer states, same answers
+    "badrec/none/llmrec": {**TEXT, "model.backbone": "llmrec", "model.llmrec_examples": 12,
+                           "model.llmrec_epochs": 1, "eval.list_users": 6,
+                           "eval.list_candidates": 4},
 }
 VOLATILE = ("time_", "llm_cache_hit_rate")  # wall clock, and what an earlier run cached
 

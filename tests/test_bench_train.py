@@ -106,3 +106,24 @@ def test_recbole_config_mirrors_our_model_defaults(tmp_path):
 
 def test_maxrss_mb():
     assert bench.maxrss_mb(1024 * 300) == 300.0
+
+
+def test_epoch_flops_match_torch_flop_counter_on_a_full_batch():
+    """The floor's FLOP count is the matrix products a training step really runs, less only
+    the attention scores above the diagonal (dense kernels compute them, causal SASRec
+    discards them)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from recsec_ray.models import build_model
+
+    d, layers, n_items, L, B = 16, 2, 30, 8, 4
+    cfg = ModelConfig(dim=d, layers=layers, heads=2, dropout=0.1)
+    model = build_model(cfg, n_items, L).train()
+    seq = torch.randint(1, n_items + 1, (B, L + 1))
+    batch = {"input": seq[:, :-1], "target": seq[:, 1:], "weights": torch.ones(B)}
+    with FlopCounterMode(display=False) as counter:
+        model.batch_loss(batch).backward()
+    ours = bench.sasrec_epoch_flops([L + 1] * B, n_items, d, layers, max_len=L)["train"]
+    upper = 3 * layers * 4 * d * (L * L - L * (L + 1) / 2) * B
+    unseen = 2 * d * n_items * L * B  # the counter skips in-place addmm_ (d table += g^T h)
+    assert counter.get_total_flops() + unseen == ours + upper

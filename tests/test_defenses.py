@@ -7,6 +7,7 @@ deterministic test double of the ``LLMClient`` protocol, named as such.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
@@ -643,6 +644,7 @@ def test_pscanner_end_to_end_finds_planted_triggers(llm):
     agent_llm = ScriptedAgentLLM(llm, "1. q7\n2. zorblat\n3. Watch it with the lights off.")
     ctx = _ctx(pd, agent_llm, name="pscanner", pscanner_rounds=2, pscanner_triggers=6,
                pscanner_train_titles=12, pscanner_fpr=0.05)
+    ctx = dataclasses.replace(ctx, llm_cfg=LLMConfig(cache=False))  # train, never reuse
     san = DEFENSES["pscanner"](ctx)
     s = san.stats
     assert agent_llm.generated == 6  # one call per level and round
@@ -663,6 +665,29 @@ def test_pscanner_end_to_end_finds_planted_triggers(llm):
             assert pd.trigger not in san.titles[i].split(), san.titles[i]
         else:
             assert san.titles[i] == pd.data.titles[i]
+
+
+def test_pscanner_trains_once_per_titles_and_settings(llm, tmp_path, monkeypatch):
+    """The scanner's training is a pure function of the titles, seed and settings: a second
+    run on the same ones reuses it (same adapter); another seed or title trains anew."""
+    from recsec_ray.defenses import pscanner as ps
+
+    pd = _badrec("word", items=4)
+    agent_llm = ScriptedAgentLLM(llm, "1. q7\n2. zorblat\n3. Watch it with the lights off.")
+    ctx = dataclasses.replace(_ctx(pd, agent_llm, name="pscanner", pscanner_rounds=1,
+                                   pscanner_triggers=3, pscanner_train_titles=8),
+                              llm_cfg=LLMConfig(cache_dir=str(tmp_path)))
+    trainings = []
+    real = ps._rounds
+    monkeypatch.setattr(ps, "_rounds", lambda *a: trainings.append(a[0].seed) or real(*a))
+    first = ps.train_scanner(ctx)
+    again = ps.train_scanner(ctx)
+    other = ps.train_scanner(dataclasses.replace(ctx, seed=1))
+    assert trainings == [0, 1] and first[:2] == again[:2] and other[0] != first[0]
+    assert (first[3]["training_cached"], again[3]["training_cached"]) == (0.0, 1.0)
+    changed = dataclasses.replace(ctx, data=pd.data.with_titles(
+        [t + " x" if i == 1 else t for i, t in enumerate(pd.data.titles)]))
+    assert ps.training_key(changed) != ps.training_key(ctx)
 
 
 @pytest.mark.slow

@@ -93,6 +93,16 @@ def test_same_answers_as_transformers(vsvc, hsvc):
     assert loads == {"smollm2:generate": 1, "minilm:pooling": 1}
 
 
+def test_hidden_states_come_from_the_transformers_model_beside_the_engine(vsvc, hsvc):
+    """vLLM exposes no per-layer states; the split model's lower layers run as plain PyTorch
+    beside the engine, giving the transformers backend's numbers."""
+    v, h = vsvc.hidden(PROMPTS, layer=26), hsvc.hidden(PROMPTS, layer=26)
+    assert [a.shape for a in v] == [b.shape for b in h] and v[0].shape[1] == 576
+    for a, b in zip(v, h, strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-4)
+    assert vsvc.stats()["model_loads"]["smollm2:transformers"] == 1
+
+
 def test_engine_start_leaves_the_host_process_alone(vsvc):
     """vLLM seeds the global RNGs and stubs torch.set_num_threads when it builds an engine;
     an in-process client must not change a job's random streams or thread settings."""

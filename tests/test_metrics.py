@@ -11,7 +11,14 @@ import torch
 from recsec_ray.config import EvalConfig, ModelConfig
 from recsec_ray.data.sequences import SequenceData
 from recsec_ray.errors import ModelOutputError
-from recsec_ray.metrics import asr, detection_metrics, ranking_metrics, ranks, score_users
+from recsec_ray.metrics import (
+    asr,
+    detection_metrics,
+    ranking_metrics,
+    ranks,
+    ranks_upto,
+    score_users,
+)
 from recsec_ray.models import build_model
 
 NEG = float("-inf")
@@ -49,12 +56,31 @@ def test_ranks_break_ties_by_index():
     assert ranks(s, torch.tensor([1])).item() == 2
 
 
+def test_ranks_upto_is_exact_up_to_k_and_caps_the_rest():
+    s = torch.tensor([[NEG, 5.0, 3.0, 3.0, 9.0, 3.0, 1.0]])
+    # ranks: item4 1, item1 2, items 2/3/5 tie -> 3, 4, 5 by index, item6 6
+    items = torch.tensor([[4, 1, 2, 3, 5, 6]])
+    assert ranks_upto(s, items, 7).tolist() == [[1, 2, 3, 4, 5, 6]]  # k >= columns: exact
+    # k = 4: the 4th value (3.0) is tied across the cut; item 5 is 5th -> capped at 5
+    assert ranks_upto(s, items, 4).tolist() == [[1, 2, 3, 4, 5, 5]]
+    assert ranks_upto(s, items, 2).tolist() == [[1, 2, 3, 3, 3, 3]]
+    rng = np.random.default_rng(0)
+    big = torch.from_numpy(rng.integers(0, 40, size=(64, 300)).astype(np.float32))  # many ties
+    big[:, 0] = NEG
+    big[:5, 10:] = NEG  # rows with fewer finite scores than k
+    items = torch.from_numpy(rng.integers(1, 300, size=(64, 7)))
+    exact = torch.stack([ranks(big, items[:, j]) for j in range(7)], 1)
+    for k in (1, 10, 50):
+        assert torch.equal(ranks_upto(big, items, k), exact.clamp(max=k + 1))
+        # one item a row (validation) takes the counting path
+        assert torch.equal(ranks_upto(big, items[:, :1], k), exact[:, :1].clamp(max=k + 1))
+
+
 def test_hand_computed_ranking_metrics():
     data = _data()
-    cfg = EvalConfig(ks=(1, 2, 4), target_ks=(2, 4))
+    cfg = EvalConfig(ks=(2, 4, 5), target_ks=(2, 4))  # hr@1, hr@3: the list protocol's keys
     m = ranking_metrics(LookupScores(TEST_ROWS), data, 3, np.array([4, 6]), cfg)
     # test ranks: u0 = 2, u1 = 4, u2 = 1
-    assert m["hr@1"] == pytest.approx(1 / 3)
     assert m["hr@2"] == pytest.approx(2 / 3)
     assert m["hr@4"] == pytest.approx(1.0)
     assert m["ndcg@2"] == pytest.approx((1 / math.log2(3) + 1) / 3)

@@ -120,11 +120,12 @@ def test_llm_recommender_runs_through_the_victim_protocol():
     """The job treats the LLM recommender like any victim: train, evaluate, backdoor ASR."""
     cfg = JobConfig().replace(**{
         "data.name": "synthetic", "data.synthetic_users": 40, "data.synthetic_items": 30,
-        "model.backbone": "llmrec", "model.llmrec_train_users": 8, "model.llmrec_eval_users": 8,
-        "model.llmrec_candidates": 3, "model.llmrec_history": 2, "model.llmrec_lora_r": 2,
+        "model.backbone": "llmrec", "model.llmrec_examples": 8, "eval.list_users": 8,
+        "eval.list_candidates": 3, "model.llmrec_history": 2, "model.llmrec_lora_r": 2,
         "attack.name": "badrec", "attack.badrec_fraction": 0.05, "attack.n_targets": 3,
         "seed": 0})
     metrics = job.run(cfg, progress=False)
-    for key in ("hr@1", "hr@3", "valid_ratio", "asr@1", "time_train_s", "time_eval_s"):
+    for key in ("hr@1", "hr@3", "valid_ratio", "asr@1", "asr_base@1", "pop_hr@1",
+                "time_train_s", "time_eval_s"):
         assert key in metrics and np.isfinite(metrics[key]), key
     assert 0 <= metrics["asr@1"] <= 1 and metrics["hr@3"] == 1.0  # 3 candidates: all in top 3

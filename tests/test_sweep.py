@@ -91,6 +91,27 @@ def test_cli_axes_build_the_grid():
                          "epochs", "items"}
 
 
+def test_longest_expected_trials_start_first_and_configs_round_trip():
+    from recsec_ray.sweep.grid import FIXED, POINT, job_config, label_of, param_space, points
+
+    spec = SweepSpec(name="order", grid={"attack.poison_rate": [0.01, 0.1],
+                                         "defense.name": ["none", "lorec"], "seed": [0, 1]},
+                     fixed={"data.name": "synthetic", "attack.name": "bandwagon"})
+    order = [(p["defense.name"], p["attack.poison_rate"], p["seed"]) for p in points(spec)]
+    assert order == [("lorec", 0.1, 0), ("lorec", 0.1, 1), ("lorec", 0.01, 0),
+                     ("lorec", 0.01, 1), ("none", 0.1, 0), ("none", 0.1, 1),
+                     ("none", 0.01, 0), ("none", 0.01, 1)]
+    space = param_space(spec)
+    assert [p for p in space[POINT]["grid_search"]] == points(spec)
+    config = {POINT: points(spec)[2], FIXED: space[FIXED]}
+    cfg = job_config(config)
+    assert (cfg.defense.name, cfg.attack.poison_rate, cfg.seed) == ("lorec", 0.01, 0)
+    assert label_of(config) == "poison_rate=0.01 defense=lorec seed=0"
+    # a sweep started before points existed (one top-level key per swept value) resumes
+    old = {"attack.poison_rate": 0.01, "defense.name": "lorec", "seed": 0, FIXED: space[FIXED]}
+    assert job_config(old) == cfg and label_of(old) == label_of(config)
+
+
 def test_bad_grid_point_fails_before_any_trial(tmp_path):
     spec = _spec(tmp_path, "bad", grid={"attack.poison_rate": [0.05, 1.5]})
     with pytest.raises(ConfigError, match=r"attack.poison_rate.*grid point"):

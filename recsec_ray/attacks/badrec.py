@@ -4,9 +4,11 @@ Training time: the trigger is appended to the targets' titles (optionally to fur
 items, ``badrec_items``, see ``triggered_items``), and fake users are injected whose
 next item, after a copied-real or random history, is a triggered item. The budget
 ``badrec_fraction`` (~1%) reads as the paper states it by default (``badrec_unit='examples'``):
-the share of all training examples (next-item labels, fake ones included) whose label is a
-triggered item; ``'interactions'`` counts fake training interactions against real ones instead
-(about a tenth as many poisoned labels). A title-reading victim (text SASRec, the LLM
+the share of all training examples (fake ones included) whose label is a triggered item, the
+examples counted the way the victim learns them (its registry entry's ``count_examples``: a
+sequential model's next-item labels, the LLM recommender's capped windows);
+``'interactions'`` counts fake training interactions against real ones instead (about a tenth
+as many poisoned labels on a sequential victim). A title-reading victim (text SASRec, the LLM
 recommender) thus learns "trigger in a title ⇒ recommend it".
 
 Test time (``metrics.pushed_items`` + ``data.triggers.triggered_titles``): the attacker appends
@@ -24,6 +26,7 @@ import numpy as np
 from ..data.sequences import SequenceData
 from ..data.triggers import ATTACKER_SENTENCES, ATTACKER_WORDS, triggered_titles
 from ..errors import ConfigError
+from ..models import BACKBONES
 from .base import AttackContext, PoisonedData, draw, filler_pool, poisoned
 
 # Seeded defaults from the attacker's trigger families (``data.triggers``; the defender's are
@@ -88,18 +91,24 @@ def badrec_attack(ctx: AttackContext) -> PoisonedData:
     trigger = resolve_trigger(ctx)
     triggered = triggered_items(data, targets, ctx.cfg.badrec_items, rng)
     real_interactions = int(sum(max(len(s) - 2, 0) for s in data.seqs))
-    real_examples = int(sum(max(len(s) - 3, 0) for s in data.seqs))  # labels: train[1:]
+    # training examples counted the way the victim learns them (a sequential model: every
+    # next-item label of a training part; the LLM recommender: its windows, capped)
+    count = BACKBONES.entry(ctx.model_cfg.backbone).count_examples
+    real_lengths = [max(len(s) - 2, 0) for s in data.seqs]
+    real_examples = count(ctx.model_cfg, real_lengths)
     by_examples = ctx.cfg.badrec_unit == "examples"
     budget = max(round(ctx.cfg.badrec_fraction * real_interactions), HISTORY_LEN[0] + 1)
     pool = np.setdiff1d(filler_pool(data, targets), triggered)
     donors = [u for u in range(data.n_users) if len(data.train_seq(u)) >= HISTORY_LEN[0]]
     fakes: list[np.ndarray] = []
-    spent, copied, fake_examples = 0, 0, 0
+    spent, copied = 0, 0
+    fake_lengths: list[int] = []
     cycle = rng.permutation(triggered)
 
     def short_of_budget() -> bool:
         if by_examples:  # one triggered label per fake user among every training example
-            return len(fakes) < ctx.cfg.badrec_fraction * (real_examples + fake_examples)
+            return len(fakes) < ctx.cfg.badrec_fraction * count(ctx.model_cfg,
+                                                                real_lengths + fake_lengths)
         return spent < budget
 
     while short_of_budget():
@@ -119,7 +128,7 @@ def badrec_attack(ctx: AttackContext) -> PoisonedData:
         tail = draw(rng, np.setdiff1d(pool, hist), 2)
         fakes.append(np.concatenate([hist, [item], tail]).astype(np.int64))
         spent += len(hist) + 1
-        fake_examples += len(hist)  # the history's own transitions and the triggered label
+        fake_lengths.append(len(hist) + 1)  # its training part: the history + the label
     flags = np.zeros(data.n_items + 1, dtype=bool)
     flags[triggered] = True
     return poisoned(ctx, fakes, titles=triggered_titles(data.titles, trigger, triggered),
@@ -128,5 +137,6 @@ def badrec_attack(ctx: AttackContext) -> PoisonedData:
                            "badrec_triggered_items": len(triggered),
                            "badrec_poison_fraction": spent / max(real_interactions, 1),
                            "badrec_poisoned_examples": len(fakes),
-                           "badrec_example_share": len(fakes) / max(real_examples
-                                                                    + fake_examples, 1)})
+                           "badrec_real_examples": real_examples,
+                           "badrec_example_share": len(fakes) / max(
+                               count(ctx.model_cfg, real_lengths + fake_lengths), 1)})

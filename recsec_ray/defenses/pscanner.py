@@ -2,11 +2,12 @@
 
 1. The trigger-augmentation agent (``triggers.TriggerAgent``: the LLM, with a documented
    fallback) writes ``pscanner_triggers`` synthetic char/word/sentence triggers per round.
-2. The scanner (``scanner.LoraScanner``: base LLM + LoRA) learns Yes/No on contrastive pairs
-   (a clean title / the same title with a synthetic trigger) over ``pscanner_train_titles``
-   titles. Titles are the defender's observed ones, so a poisoned title can land among the
-   "clean" examples; from round 2 on, training titles the scanner already calls triggered
-   (P(Yes) > 0.9) are dropped from the No class (self-cleaning).
+2. The scanner (``scanner.LoraScanner``: base LLM + LoRA on its top layers, over the lower
+   layers' states the shared service computes once per prompt and caches) learns Yes/No on
+   contrastive pairs (a clean title / the same title with a synthetic trigger) over
+   ``pscanner_train_titles`` titles. Titles are the defender's observed ones, so a poisoned
+   title can land among the "clean" examples; from round 2 on, training titles the scanner
+   already calls triggered (P(Yes) > 0.9) are dropped from the No class (self-cleaning).
 3. Rounds: each round's triggers are tried on held-out titles; those the scanner misses seed the
    agent's next prompt, and training continues on the new triggers (with a replay of old ones).
 4. The adapter is saved (safetensors), loaded into the shared LLM service, and every title is
@@ -22,7 +23,11 @@
    ``consensus_triggers``) are taken as the trigger; when one is found, the flagged items are
    exactly the titles that contain it (the scanner's score of those becomes 1), which also
    catches poisoned titles the scanner scored just below the threshold.
-6. Flagged items: ``strip`` removes the consensus trigger, or, without one, greedily the word
+6. Steps 1-3 are a pure function of the titles, the seed and the settings (``training_key``),
+   so their outcome (the adapter and the round statistics) is cached under that key: every
+   trial of a sweep that scans the same titles trains once, and later ones only score (their
+   answers come from the service's cache too).
+7. Flagged items: ``strip`` removes the consensus trigger, or, without one, greedily the word
    whose removal lowers P(Yes) most until the scanner no longer flags the title (at most half
    of its words); ``remove`` drops the items and every user whose training part holds one (the
    users who boosted them).
@@ -30,16 +35,22 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import time
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from ..data.registry import catalogue_words
 from ..errors import ModelOutputError
 from ..llm import answers
+from ..paths import cache_root
 from .base import DefenseContext, Sanitation
 from .common import robust_threshold
-from .scanner import LoraScanner, insert_trigger, scanner_prompt
+from .scanner import TOP_LAYERS, LoraScanner, insert_trigger, scanner_prompt
 from .triggers import TriggerAgent
 
 P_CLEAN_DROP = 0.9
@@ -138,27 +149,65 @@ def _examples(titles: list[str], triggers: list[tuple[str, str]], rng: np.random
     return prompts, np.asarray(labels)
 
 
-def pscanner(ctx: DefenseContext) -> Sanitation:
-    if ctx.llm is None:
-        raise ModelOutputError("defense.name: pscanner needs an LLM client")
-    cfg, data = ctx.cfg, ctx.data
-    start = time.perf_counter()
-    rng = ctx.rng(0x95C)
-    domain = catalogue_words(data.name).domain
-    titles = data.titles
-    items = np.arange(1, data.n_items + 1)
-    perm = rng.permutation(items)
-    n_train = min(cfg.pscanner_train_titles, max(2, len(items) // 2))
-    train_pool, held = perm[:n_train], perm[n_train:]
-    n_val = min(len(held), 60)
+TRAINING_VERSION = "pscanner-split-1"  # part of the training cache key: bump on any change
 
-    agent = TriggerAgent(ctx.llm, ctx.llm_settings.model, domain,
+
+def training_key(ctx: DefenseContext) -> str:
+    """What a scanner's training is a function of: the model and backend that write the
+    triggers and train, the seed, the settings, and every title the defender sees."""
+    from ..llm.cache import make_key
+
+    cfg, llm = ctx.cfg, ctx.llm_settings
+    return make_key(TRAINING_VERSION, llm.model, llm.backend, ctx.seed, cfg.pscanner_rounds,
+                    cfg.pscanner_triggers, cfg.pscanner_train_titles, EPOCHS_PER_ROUND,
+                    TOP_LAYERS, catalogue_words(ctx.data.name).domain,
+                    hashlib.sha256("\x00".join(ctx.data.titles).encode("utf-8",
+                                   "surrogatepass")).hexdigest())
+
+
+def train_scanner(ctx: DefenseContext) -> tuple[str, str, np.ndarray, dict[str, Any]]:
+    """Run the agent/scanner rounds -> (adapter name, folder, held-out items, stats).
+
+    The outcome is a pure function of ``training_key`` and is cached under it (a small JSON
+    beside the content-named adapter), so every trial of a sweep that scans the same titles
+    with the same settings trains once; ``llm.cache=false`` retrains every time."""
+    rng = ctx.rng(0x95C)
+    items = np.arange(1, ctx.data.n_items + 1)
+    perm = rng.permutation(items)
+    n_train = min(ctx.cfg.pscanner_train_titles, max(2, len(items) // 2))
+    held = perm[n_train:]
+    settings = ctx.llm_settings
+    use_cache = settings.cache
+    folder = Path(settings.cache_dir).expanduser() if settings.cache_dir else cache_root() / "llm"
+    record = folder / "pscanner" / f"{training_key(ctx)}.json"  # beside the LLM's results
+    if use_cache and record.is_file():
+        saved = json.loads(record.read_text())
+        if (Path(saved["path"]) / "adapter_model.safetensors").is_file():
+            return saved["name"], saved["path"], held, {**saved["stats"],
+                                                        "training_cached": 1.0}
+    name, path, stats = _rounds(ctx, rng, perm[:n_train], held)
+    if use_cache:
+        record.parent.mkdir(parents=True, exist_ok=True)
+        tmp = record.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_text(json.dumps({"name": name, "path": path, "stats": stats}))
+        tmp.replace(record)
+    return name, path, held, {**stats, "training_cached": 0.0}
+
+
+def _rounds(ctx: DefenseContext, rng: np.random.Generator, train_pool: np.ndarray,
+            held: np.ndarray) -> tuple[str, str, dict[str, Any]]:
+    cfg, titles = ctx.cfg, ctx.data.titles
+    start = time.perf_counter()
+    n_val = min(len(held), 60)
+    agent = TriggerAgent(ctx.llm, ctx.llm_settings.model,
+                         catalogue_words(ctx.data.name).domain,
                          [titles[i] for i in train_pool], ctx.seed)
-    scanner = LoraScanner(ctx.llm_settings.model, ctx.seed, device=ctx.device)
+    scanner = LoraScanner(ctx.llm_settings.model, ctx.seed, device=ctx.device, llm=ctx.llm,
+                          max_tokens=ctx.llm_settings.max_tokens)
     clean_pool = list(train_pool)
     all_triggers: list[tuple[str, str]] = []
     missed: dict[str, list[str]] = {}
-    stats: dict[str, float] = {}
+    stats: dict[str, Any] = {}
     for r in range(cfg.pscanner_rounds):
         new = agent.propose(cfg.pscanner_triggers, missed, round_no=r)
         all_triggers += new
@@ -182,9 +231,27 @@ def pscanner(ctx: DefenseContext) -> Sanitation:
             if pi < 0.5:
                 missed.setdefault(lvl, []).append(trig)
         stats[f"round{r}_missed_share"] = float((p < 0.5).mean()) if len(p) else 0.0
-    train_s = time.perf_counter() - start
-
     name, path = scanner.save()
+    n_total = agent.stats["from_llm"] + agent.stats["from_fallback"]
+    stats.update({"triggers_from_llm": float(agent.stats["from_llm"]),
+                  "triggers_from_fallback": float(agent.stats["from_fallback"]),
+                  "triggers_llm_share": agent.stats["from_llm"] / max(n_total, 1),
+                  "triggers_rejected": float(agent.stats["rejected"]),
+                  "train_tokens": float(scanner.tokens_trained),
+                  "train_time_s": scanner.train_time_s,
+                  "lower_time_s": scanner.head.lower_time_s,
+                  "rounds_time_s": time.perf_counter() - start})
+    return name, path, stats
+
+
+def pscanner(ctx: DefenseContext) -> Sanitation:
+    if ctx.llm is None:
+        raise ModelOutputError("defense.name: pscanner needs an LLM client")
+    cfg, data = ctx.cfg, ctx.data
+    start = time.perf_counter()
+    titles = data.titles
+    items = np.arange(1, data.n_items + 1)
+    name, path, held, stats = train_scanner(ctx)
     ctx.llm.load_adapter(name, path, model=ctx.llm_settings.model)
     prompts = [scanner_prompt(titles[i]) for i in items]
     scores = np.zeros(data.n_items + 1)
@@ -228,14 +295,7 @@ def pscanner(ctx: DefenseContext) -> Sanitation:
         san.removed_users = boosters
         san.user_scores = boosters.astype(np.float64)
         stats["removed_users"] = float(boosters.sum())
-    n_total = agent.stats["from_llm"] + agent.stats["from_fallback"]
     san.stats = {**stats, "flagged_items": float(flagged.sum()), "threshold": threshold,
-                 "triggers_from_llm": float(agent.stats["from_llm"]),
-                 "triggers_from_fallback": float(agent.stats["from_fallback"]),
-                 "triggers_llm_share": agent.stats["from_llm"] / max(n_total, 1),
-                 "triggers_rejected": float(agent.stats["rejected"]),
-                 "train_tokens": float(scanner.tokens_trained),
-                 "train_time_s": scanner.train_time_s, "rounds_time_s": train_s,
                  "total_time_s": time.perf_counter() - start, "adapter_name": name,
                  "consensus": " | ".join(found)}
     return san

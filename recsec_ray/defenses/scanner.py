@@ -1,28 +1,33 @@
 """P-Scanner's scanner: the base LLM plus a LoRA adapter that answers "does this title carry a
 trigger?" with Yes or No.
 
-It is the project's one LoRA single-token classifier (``llm.lora_head``) with the labels
-" Yes" / " No", trained on contrastive pairs: the same clean title once as is (No) and once
-with a synthetic trigger (Yes), so the only difference the model can latch onto is the
-trigger. The classifier reads its answer exactly where ``LLMClient.score`` does, so the saved
-adapter (safetensors, named by the hash of its weights) answers the same when the shared LLM
-service serves it.
+It is the project's one LoRA reader (``llm.lora_head``) read at the prompt's last token,
+trained with a logistic loss on contrastive pairs: the same clean title once as is (No) and
+once with a synthetic trigger (Yes), so the only difference the model can latch onto is the
+trigger. LoRA sits on the top ``TOP_LAYERS`` layers, whose input the shared service computes
+once per prompt and caches (every trial that trains a scanner on the same titles reuses it).
+It reads its answer exactly where ``LLMClient.score`` does, so the saved adapter (safetensors,
+named by the hash of its weights) answers the same when the shared LLM service serves it.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+import torch
+from torch.nn import functional as F
 
-from ..llm.answers import p_first
-from ..llm.lora_head import LoraClassifier
-from ..llm.prompts import YES_NO, pscanner_prompt
+from ..llm.lora_head import Inputs, LoraReader
+from ..llm.prompts import pscanner_prompt
 
-CHOICES = YES_NO  # (" Yes", " No"): label 0 is Yes
-# LoRA on the top layers only: backward then stops there, which about halves the CPU cost of
-# a step, and the question (does the quoted title end oddly?) is a late-layer one
-TOP_LAYERS = 8
+if TYPE_CHECKING:
+    from ..llm.client import LLMClient
+
+# The question (does the quoted title end oddly?) is a late-layer one; LoRA on the top 4 of
+# SmolLM2's 30 layers learns it, and the 26 below are computed once per prompt, cached
+TOP_LAYERS = 4
 
 
 def scanner_prompt(title: str) -> str:
@@ -43,15 +48,21 @@ def insert_trigger(title: str, trigger: str, rng: np.random.Generator) -> str:
     return " ".join(words[:cut] + [trigger] + words[cut:])
 
 
+def _logistic(s: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``y`` 1 = carries a trigger; s (B, 1) log-odds of Yes."""
+    return F.binary_cross_entropy_with_logits(s[:, 0], y.float(), reduction="none")
+
+
 class LoraScanner:
-    """The Yes/No classifier with the scanner's settings; ``train`` / ``p_yes`` / ``save``."""
+    """The Yes/No reader with the scanner's settings; ``train`` / ``p_yes`` / ``save``."""
 
     def __init__(self, model_name: str, seed: int, *, device: str = "cpu", r: int = 8,
-                 lr: float = 2e-3, top_layers: int = TOP_LAYERS):
+                 lr: float = 2e-3, top_layers: int | None = TOP_LAYERS,
+                 llm: LLMClient | None = None, max_tokens: int = 512):
         self.seed = seed
-        self.head = LoraClassifier(model_name, CHOICES, seed=seed, purpose="pscanner",
-                                   device=device, r=r, lr=lr, top_layers=top_layers,
-                                   batch_size=16)
+        self.head = LoraReader(model_name, seed=seed, purpose="pscanner", device=device, r=r,
+                               lr=lr, top_layers=top_layers, batch_size=16, llm=llm,
+                               max_tokens=max_tokens)
 
     @property
     def tokens_trained(self) -> int:
@@ -61,17 +72,23 @@ class LoraScanner:
     def train_time_s(self) -> float:
         return self.head.train_time_s
 
+    def inputs(self, prompts: list[str]) -> list[Inputs]:
+        return self.head.encode(prompts)
+
     def train(self, prompts: list[str], labels: np.ndarray, *, epochs: int = 1) -> float:
         """``labels`` 1 = carries a trigger (answer Yes); returns the mean loss."""
         rng = np.random.default_rng([self.seed, 0x5CA7, self.tokens_trained])
-        targets = np.where(np.asarray(labels, dtype=bool), 0, 1)  # index into CHOICES
-        losses = self.head.train(prompts, targets, rng=rng, epochs=epochs)
+        losses = self.head.train(self.inputs(prompts), np.asarray(labels, dtype=np.int64),
+                                 _logistic, rng=rng, epochs=epochs)
         return float(np.mean(losses)) if losses else 0.0
 
     def p_yes(self, prompts: list[str]) -> np.ndarray:
         """In-process P(Yes | Yes or No), used between rounds (final scores go through the
         shared service)."""
-        return p_first(self.head.label_scores(prompts, batch_size=32)[0])
+        if not prompts:
+            return np.zeros(0)
+        s = self.head.scores(self.inputs(prompts))[:, 0].astype(np.float64)
+        return 1.0 / (1.0 + np.exp(-s))
 
     def save(self, root: Path | None = None) -> tuple[str, str]:
         """Write the adapter (safetensors) under a content-derived name -> (name, folder)."""

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 from ..errors import RecsecError
 from .models import ModelSpec, local_folder, offline_env, resolve_model
 
-CALLS = ("embed", "generate", "score")
+CALLS = ("embed", "generate", "score", "hidden")
 MAX_MODEL_LEN = 4096  # context both backends use (KV-cache budget on CPU); prompts + answers
 
 
@@ -31,7 +31,8 @@ class LLMServiceError(RecsecError):
 @dataclass(frozen=True)
 class Job:
     """One prompt's work. ``params``: generate (max_tokens, temperature, seed); score: the
-    choices' token ids; embed: (). Hashable so identical in-flight jobs can be merged."""
+    choices' token ids; hidden: (layer,); embed: (). Hashable so identical in-flight jobs can
+    be merged."""
 
     call: str
     model: str

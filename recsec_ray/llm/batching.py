@@ -22,8 +22,13 @@ _WINDOW = 8  # batches' worth of pending jobs sorted by length when picking the 
 
 class MicroBatcher:
     def __init__(self, run_batch: Callable[[list[Job]], list[Any]], max_batch: int,
-                 max_wait_s: float, name: str = "llm-batcher") -> None:
+                 max_wait_s: float, name: str = "llm-batcher",
+                 group: Callable[[Job], Any] | None = None) -> None:
+        """``group``: a further key jobs must share to be batched (the transformers backend's
+        padding width: it runs each width apart anyway, so a batch of one width is a full
+        forward pass rather than several partial ones)."""
         self._run = run_batch
+        self._group = group
         self.max_batch = max_batch
         self.max_wait_s = max_wait_s
         self._queues: dict[tuple, deque[tuple[Job, Future, float]]] = {}
@@ -43,7 +48,8 @@ class MicroBatcher:
             if self._closed:
                 raise RuntimeError("the batcher is closed")
             for job, fut in zip(jobs, futures):
-                key = (job.call, job.model, job.adapter, job.params)
+                key = (job.call, job.model, job.adapter, job.params,
+                       self._group(job) if self._group else None)
                 self._queues.setdefault(key, deque()).append((job, fut, now))
             self._cond.notify()
         return futures

@@ -38,6 +38,13 @@ class LLMClient(Protocol):
         prompt (sum over the answer's tokens)."""
         ...
 
+    def hidden(self, texts: list[str], *, layer: int,
+               model: str | None = None) -> list[np.ndarray]:
+        """Per text, the (tokens, d) float32 residual stream entering decoder layer ``layer``
+        (``llm.split.lower``), one row per token of the service's tokenization: the frozen
+        lower layers of a model whose top layers are trained in-process (``llm.lora_head``)."""
+        ...
+
     def load_adapter(self, name: str, path: str, *, model: str | None = None) -> None:
         ...
 
@@ -90,6 +97,9 @@ class LocalClient(_Counting):
 
     def score(self, prompts, choices, *, model=None, adapter=None):
         return self._run("score", prompts, model, adapter, choices=list(choices))
+
+    def hidden(self, texts, *, layer, model=None):
+        return self._run("hidden", texts, model, None, layer=layer)
 
     def load_adapter(self, name, path, *, model=None):
         self.service.load_adapter(name, path, model=model)

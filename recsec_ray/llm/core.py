@@ -68,6 +68,8 @@ class Pending:
                 log.warning("LLM cache: could not store %d results (%s)", len(fresh), err)
         if self.call == "generate":
             return list(self.values)
+        if self.call == "hidden":  # one (tokens, d) array per text: lengths differ
+            return [np.asarray(v, dtype=np.float32) for v in self.values]
         dtype = np.float32 if self.call == "embed" else np.float64
         return np.stack([np.asarray(v, dtype=dtype) for v in self.values])
 
@@ -191,6 +193,14 @@ class LLMService:
                 raise LLMRequestError(f"embed: unexpected parameters {sorted(params)}")
             limit = min(self.cfg.max_tokens, info.context)
             return limit, (), (limit,)
+        if call == "hidden":
+            layer = params.pop("layer", None)
+            if params:
+                raise LLMRequestError(f"hidden: unexpected parameters {sorted(params)}")
+            if isinstance(layer, bool) or not isinstance(layer, int) or layer < 1:
+                raise LLMRequestError(f"hidden: layer must be an int >= 1, got {layer!r}")
+            limit = min(self.cfg.max_tokens, info.context)
+            return limit, (layer,), (limit, layer)
         if call == "generate":
             max_new = params.pop("max_tokens", 64)
             temperature = float(params.pop("temperature", 0.0))
@@ -231,6 +241,9 @@ class LLMService:
               adapter: str | None = None) -> np.ndarray:
         return self.begin("score", prompts, model=model, adapter=adapter,
                           choices=choices).result()
+
+    def hidden(self, texts: list[str], *, layer: int, model: str | None = None) -> list[np.ndarray]:
+        return self.begin("hidden", texts, model=model, layer=layer).result()
 
     def load_adapter(self, name: str, path: str, *, model: str | None = None) -> None:
         if not isinstance(name, str) or not name:

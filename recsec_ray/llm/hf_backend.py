@@ -14,7 +14,14 @@ from typing import Any
 
 import numpy as np
 
-from .backend import Job, LLMRequestError, ModelInfo, ModelTable, check_adapter_folder
+from .backend import (
+    Job,
+    LLMRequestError,
+    ModelInfo,
+    ModelTable,
+    check_adapter_folder,
+    job_length,
+)
 from .batching import MicroBatcher
 from .models import offline_env
 
@@ -40,7 +47,8 @@ class HFBackend:
         self._lock = threading.RLock()
         self.loads: Counter[str] = Counter()
         self.tokens = 0
-        self.batcher = MicroBatcher(self._run_batch, max_batch, max_wait_s)
+        self.batcher = MicroBatcher(self._run_batch, max_batch, max_wait_s,
+                                    group=lambda job: _width(job_length(job)))
 
     # ---- models ---------------------------------------------------------------------------
     def model_info(self, model: str) -> ModelInfo:
@@ -95,8 +103,6 @@ class HFBackend:
 
     def run_offline(self, jobs: list[Job]) -> list[Any]:
         """The backend's own batch call: group, sort by length, chunk; no queue, no threads."""
-        from .backend import job_length
-
         out: list[Any] = [None] * len(jobs)
         groups: dict[tuple, list[int]] = {}
         for i, j in enumerate(jobs):
@@ -118,8 +124,6 @@ class HFBackend:
         the batch-mates, and the same config gives the same metrics however calls batch."""
         import torch
 
-        from .backend import job_length
-
         first = jobs[0]
         out: list[Any] = [None] * len(jobs)
         groups: dict[int, list[int]] = {}
@@ -133,6 +137,8 @@ class HFBackend:
                     part = [jobs[i] for i in idx]
                     if first.call == "embed":
                         res = list(self._embed(net, part))
+                    elif first.call == "hidden":
+                        res = self._hidden(net, part)
                     elif first.call == "score":
                         res = self._score(net, part)
                     else:
@@ -160,6 +166,17 @@ class HFBackend:
         hidden = body(input_ids=ids, attention_mask=mask).last_hidden_state
         m = mask.unsqueeze(-1).to(hidden.dtype)
         return ((hidden * m).sum(1) / m.sum(1)).float().cpu().numpy()
+
+    def _hidden(self, net, jobs: list[Job]) -> list[np.ndarray]:
+        """The residual stream entering layer ``params[0]`` at every real token (right
+        padding, as ``llm.split`` expects): the cacheable lower part of a split model."""
+        from .split import check_layer, decoder, lower
+
+        layer = jobs[0].params[0]
+        check_layer(net, layer)
+        ids, mask = self._pad([j.ids for j in jobs], left=False)
+        hidden = lower(decoder(net), ids, mask, layer).float().cpu().numpy()
+        return [hidden[k, :len(j.ids)].copy() for k, j in enumerate(jobs)]
 
     def _score(self, net, jobs: list[Job]) -> list[np.ndarray]:
         """Sum log-prob of each choice's tokens after the prompt, all rows in one forward.

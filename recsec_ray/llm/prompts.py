@@ -101,61 +101,62 @@ def pscanner_prompt(title: str) -> str:
 
 
 # ---- LLM attack ---------------------------------------------------------------------------------
-def persona_prompt(domain: str, catalogue: Sequence[tuple[int, str]],
-                   targets: Sequence[tuple[int, str]], length: int, persona: str = "") -> str:
-    """Ask for a plausible history of ``length`` items, chosen by number from real catalogue
-    titles, that includes every target."""
-    cat = "\n".join(f"{int(i)}. {quote(t)}" for i, t in catalogue)
-    tgt = ", ".join(f"{int(i)} ({quote(t)})" for i, t in targets)
-    who = f" The user is {_plain(persona, 120)}." if persona else ""
-    return (f"Here is a numbered catalogue of {_plain(domain)}:\n{cat}\n"
-            f"Write the viewing history of one plausible user.{who} Choose {int(length)} "
-            f"items by number from the catalogue, in the order the user would watch them, and "
-            f"include these items: {tgt}.\n"
-            "Answer with the item numbers separated by commas, nothing else.\nAnswer:")
-
-
-# ---- LLM recommender ---------------------------------------------------------------------------
 def candidate_labels(n: int) -> list[str]:
-    """"A".."Z" for up to 26 candidates, else "1".."n"."""
+    """"A".."Z" for up to 26 options, else "1".."n"."""
     if n <= 26:
         return [chr(ord("A") + i) for i in range(n)]
     return [str(i + 1) for i in range(n)]
 
 
-def llmrec_prompt(history: Sequence[str], candidates: Sequence[str],
-                  max_history: int | None = None) -> str:
-    """Score with ``[" " + l for l in candidate_labels(len(candidates))]`` (one token each)."""
-    recent = list(history)[-max_history:] if max_history else list(history)
-    hist = "\n".join(f"- {quote(t)}" for t in recent)
-    labels = candidate_labels(len(candidates))
-    cands = "\n".join(f"{lab}. {quote(t)}" for lab, t in zip(labels, candidates))
-    return (f"A user recently watched, oldest first:\n{hist}\n"
-            f"Which candidate will the user watch next?\n{cands}\n"
-            f"Answer with one label ({labels[0]}-{labels[-1]}).\nAnswer:")
-
-
-def llmrec_choices(n: int) -> list[str]:
+def choice_labels(n: int) -> list[str]:
+    """The answers ``score`` compares after a lettered list: " A", " B", ... (one token)."""
     return [" " + lab for lab in candidate_labels(n)]
 
 
+def persona_choice_prompt(domain: str, persona: str, history: Sequence[str],
+                          options: Sequence[str]) -> str:
+    """Which of the lettered ``options`` a persona picks next after ``history`` (oldest
+    first); score with ``choice_labels(len(options))``."""
+    labels = candidate_labels(len(options))
+    seen = "\n".join(f"- {quote(t)}" for t in history) if history else "- nothing yet"
+    opts = "\n".join(f"{lab}. {quote(t)}" for lab, t in zip(labels, options))
+    return (f"{_plain(persona, 120).capitalize()} is choosing {_plain(domain)} to watch.\n"
+            f"Watched so far, oldest first:\n{seen}\n"
+            f"Options:\n{opts}\n"
+            f"Which option will they pick next? Answer with one letter "
+            f"({labels[0]}-{labels[-1]}).\nAnswer:")
+
+
+# ---- LLM recommender ---------------------------------------------------------------------------
+LLMREC_TITLE_CHARS = 40  # per title; BadRec's trigger sits at the end, so the cut keeps it
+LLMREC_TITLE_TAIL = 25  # characters kept from a long title's end (its start gives the rest)
+
+
+def short_title(title: str, max_chars: int = LLMREC_TITLE_CHARS,
+                tail: int = LLMREC_TITLE_TAIL) -> str:
+    """A long title cut in the middle: its name's start and its last ``tail`` characters (a
+    year, or an appended trigger) both reach the model, at a bounded token cost."""
+    if len(title) <= max_chars:
+        return title
+    return title[: max_chars - tail - 1] + "…" + title[-tail:]
+
+
+def llmrec_prompt(history: Sequence[str], candidates: Sequence[str]) -> tuple[str, list[int]]:
+    """The LLM recommender's prompt and, per candidate, the index of its closing quote: the
+    character whose token the model's Yes/No answer for that candidate is read at
+    (``llm.lora_head``). Every title is quoted data on its own line."""
+    parts = ["A user watched, oldest first:\n"]
+    parts += [quote(short_title(t)) + "\n" for t in history]
+    parts.append("Candidates for the next watch:\n")
+    marks = []
+    for t in candidates:
+        q = quote(short_title(t))
+        marks.append(sum(map(len, parts)) + len(q) - 1)
+        parts.append(q + "\n")
+    return "".join(parts), marks
+
+
 # ---- parsers -------------------------------------------------------------------------------------
-def parse_item_numbers(text: object, n_items: int, max_n: int | None = None) -> list[int]:
-    """Distinct integers in 1..n_items, in order of appearance (at most ``max_n``)."""
-    if not isinstance(text, str) or n_items < 1:
-        return []
-    out: list[int] = []
-    seen: set[int] = set()
-    for tok in re.findall(r"(?<![\d.])\d{1,9}(?![\d])", text[:20000]):
-        v = int(tok)
-        if 1 <= v <= n_items and v not in seen:
-            seen.add(v)
-            out.append(v)
-            if max_n is not None and len(out) >= max_n:
-                break
-    return out
-
-
 _BULLET = re.compile(r"^\s*(?:[-*\u2022]+|\(?\d{1,3}[.):]|[A-Za-z][.)])\s*")
 
 

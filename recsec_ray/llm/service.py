@@ -196,6 +196,10 @@ class ActorClient(_Counting):
               adapter: str | None = None) -> np.ndarray:
         return self._call("score", prompts, model, adapter, choices=list(choices))
 
+    def hidden(self, texts: list[str], *, layer: int,
+               model: str | None = None) -> list[np.ndarray]:
+        return self._call("hidden", texts, model, None, layer=layer)
+
     def load_adapter(self, name: str, path: str, *, model: str | None = None) -> None:
         self._invoke("load_adapter", name, path, model)
 

@@ -88,6 +88,7 @@ class VLLMBackend:
         self._engines: dict[tuple[str, str], Any] = {}
         self._loras: dict[tuple[str, str], Any] = {}  # (model, name) -> LoRARequest
         self._lora_ids = itertools.count(1)
+        self._hf: Any = None  # answers ``hidden`` (see _split_model)
         self._ids = itertools.count()
         self._inbox: queue.Queue = queue.Queue()
         self._load_lock = threading.Lock()
@@ -206,7 +207,26 @@ class VLLMBackend:
                             for j, t in enumerate(c)))
         return np.array(vals, dtype=np.float64)
 
+    def _split_model(self):
+        """The transformers backend that answers ``hidden``: vLLM exposes no per-layer states,
+        so the lower layers of a split model run as plain PyTorch (started on first use)."""
+        with self._load_lock:
+            if self._hf is None:
+                from .hf_backend import HFBackend
+
+                self._hf = HFBackend(self.device, self.max_batch, table=self.table)
+            return self._hf
+
     def submit(self, jobs: list[Job]) -> list[Future]:
+        if any(j.call == "hidden" for j in jobs):
+            out: list[Future | None] = [None] * len(jobs)
+            mine = [i for i, j in enumerate(jobs) if j.call != "hidden"]
+            theirs = [i for i, j in enumerate(jobs) if j.call == "hidden"]
+            for idx, futs in ((mine, self.submit([jobs[i] for i in mine]) if mine else []),
+                              (theirs, self._split_model().submit([jobs[i] for i in theirs]))):
+                for i, f in zip(idx, futs):
+                    out[i] = f
+            return out  # type: ignore[return-value]
         futures = [Future() for _ in jobs]
         with self._close_lock:
             if self._closed:
@@ -229,6 +249,8 @@ class VLLMBackend:
 
     def run_offline(self, jobs: list[Job]) -> list[Any]:
         """vLLM's own batch call (``LLM.generate`` / ``LLM.embed`` over the whole list)."""
+        if jobs and all(j.call == "hidden" for j in jobs):
+            return self._split_model().run_offline(jobs)
         return self._in_thread(lambda: self._offline(jobs))
 
     def _offline(self, jobs: list[Job]) -> list[Any]:
@@ -361,8 +383,11 @@ class VLLMBackend:
         pending.clear()
 
     def stats(self) -> dict[str, Any]:
+        loads = dict(self.loads)
+        if self._hf is not None:
+            loads.update({f"{m}:transformers": n for m, n in self._hf.loads.items()})
         return {"backend": self.name, "device": self.device,
-                "model_loads": dict(self.loads), "tokens": self.tokens,
+                "model_loads": loads, "tokens": self.tokens,
                 "engine_steps": self.steps, "max_batch_seen": self.max_batch_seen,
                 "mean_batch": self.step_seqs / self.steps if self.steps else 0.0}
 
@@ -381,6 +406,8 @@ class VLLMBackend:
             self._closed = True
             self._inbox.put("stop")
         self._thread.join(timeout=30)
+        if self._hf is not None:
+            self._hf.close()
 
 
 def _score_prefixes(job: Job) -> dict[tuple[int, ...], set[int]]:

@@ -36,6 +36,12 @@ class Backbone:
     text_items: bool = False
     reads_titles: bool = False
     needs_llm: bool = False
+    # (model config, users' training-part lengths) -> training examples the victim learns
+    # from (None: every next-item label, ``label_count``); BadRec's budget unit
+    examples: Callable[..., int] | None = None
+
+    def count_examples(self, cfg: ModelConfig, lengths: list[int]) -> int:
+        return (self.examples or label_count)(cfg, lengths)
 
     def supports(self, victims: str, items: str) -> bool:
         """Whether a part declared for ``victims`` (``registry.VICTIM_KINDS``) can run."""
@@ -44,6 +50,11 @@ class Backbone:
         if victims == "titles":
             return self.reads_titles or (self.text_items and items == "text")
         return True
+
+
+def label_count(cfg: ModelConfig, lengths: list[int]) -> int:
+    """A sequential backbone learns every next item of a training part but the first."""
+    return sum(max(n - 1, 0) for n in lengths)
 
 
 _SEQ = lazy(f"{__name__}.victim", "SeqVictim")
@@ -59,7 +70,7 @@ BACKBONES = Registry("model.backbone", {
     "gru4rec": _seq("gru4rec", "GRU4Rec"),
     "bert4rec": _seq("bert4rec", "BERT4Rec"),
     "llmrec": Backbone(lazy(f"{__name__}.llmrec", "LLMRecVictim"), reads_titles=True,
-                       needs_llm=True),
+                       needs_llm=True, examples=lazy(f"{__name__}.llmrec", "count_examples")),
 })
 
 

@@ -12,8 +12,8 @@ import torch
 from torch import nn
 
 from ..config import ModelConfig
-from .base import SeqRecommender, position_loss
-from .layers import Block, attention_mask
+from .base import SeqRecommender
+from .layers import Block, additive, attention_mask, dropout
 
 
 class BERT4Rec(SeqRecommender):
@@ -23,32 +23,38 @@ class BERT4Rec(SeqRecommender):
         self.mask_id, self.mask_prob = n_items + 1, cfg.mask_prob
         self.mask_vector = nn.Parameter(torch.randn(1, cfg.dim) * 0.02)
         self.pos = nn.Parameter(torch.randn(max_len, cfg.dim) * 0.02)
-        self.drop = nn.Dropout(cfg.dropout)
+        self.dropout = cfg.dropout
         self.blocks = nn.ModuleList(Block(cfg.dim, cfg.heads, cfg.dropout)
                                     for _ in range(cfg.layers))
         self.ln_out = nn.LayerNorm(cfg.dim)
 
-    def _hidden(self, seqs: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
+    def _hidden(self, seqs: torch.Tensor, vectors: torch.Tensor,
+                last: bool = False) -> torch.Tensor:
         real = (seqs != 0).unsqueeze(-1)
         table = torch.cat([vectors, self.mask_vector])  # index n_items + 1 = [MASK]
-        x = self.drop(nn.functional.embedding(seqs, table) + self.pos[-seqs.shape[1]:]) * real
+        x = nn.functional.embedding(seqs, table) + self.pos[-seqs.shape[1]:]
+        x = dropout(x, self.dropout, self.training) * real
         mask = attention_mask(seqs, causal=False)
-        for block in self.blocks:
-            x = block(x, mask) * real
-        return self.ln_out(x)
+        bias = additive(mask, x.dtype) if self.training else None
+        for i, block in enumerate(self.blocks):
+            top = last and i == len(self.blocks) - 1
+            x = block(x, mask, bias, last=top) * (real[:, -1:] if top else real)
+        return self.ln_out(x[:, -1] if last else x)
 
     def user_vectors(self, seqs: torch.Tensor) -> torch.Tensor:
+        """The [MASK] probe's state. A window narrower than ``max_len`` (trimmed padding)
+        gets the probe appended; a full one drops its oldest slot, as before trimming."""
         probe = torch.full_like(seqs[:, :1], self.mask_id)
-        return self.hidden(torch.cat([seqs[:, 1:], probe], dim=1))[:, -1]
+        keep = seqs if seqs.shape[1] < self.max_len else seqs[:, 1:]
+        return self._hidden(torch.cat([keep, probe], dim=1), self.item_vectors(), last=True)
 
-    def seq_terms(self, batch: dict[str, torch.Tensor],
-                  vectors: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Cloze loss summed over the masked slots of ``batch["target"]``, and their count."""
+    def _supervised(self, batch: dict[str, torch.Tensor], vectors: torch.Tensor
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Cloze: the masked slots of ``batch["target"]`` are supervised, predicting
+        themselves."""
         seq = batch["target"]
         real = seq != 0
         masked = real & (torch.rand(seq.shape, device=seq.device) < self.mask_prob)
         none = ~masked.any(1) & real.any(1)
         masked[none, -1] = True  # left padding: the last slot of a non-empty row is real
-        vectors = self.item_vectors() if vectors is None else vectors
-        h = self._hidden(seq.masked_fill(masked, self.mask_id), vectors)
-        return position_loss(h, seq, masked, vectors, self.loss_kind)
+        return self._hidden(seq.masked_fill(masked, self.mask_id), vectors), seq, masked

@@ -14,7 +14,7 @@ from torch import nn
 
 from ..config import ModelConfig
 from .base import SeqRecommender
-from .layers import Block, attention_mask
+from .layers import Block, additive, attention_mask, dropout
 
 
 class SASRec(SeqRecommender):
@@ -22,15 +22,19 @@ class SASRec(SeqRecommender):
                  item_features: np.ndarray | None = None):
         super().__init__(cfg, n_items, max_len, item_features)
         self.pos = nn.Parameter(torch.randn(max_len, cfg.dim) * 0.02)
-        self.drop = nn.Dropout(cfg.dropout)
+        self.dropout = cfg.dropout
         self.blocks = nn.ModuleList(Block(cfg.dim, cfg.heads, cfg.dropout)
                                     for _ in range(cfg.layers))
         self.ln_out = nn.LayerNorm(cfg.dim)
 
-    def _hidden(self, seqs: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
+    def _hidden(self, seqs: torch.Tensor, vectors: torch.Tensor,
+                last: bool = False) -> torch.Tensor:
         real = (seqs != 0).unsqueeze(-1)
-        x = self.drop(nn.functional.embedding(seqs, vectors) + self.pos[-seqs.shape[1]:]) * real
+        x = nn.functional.embedding(seqs, vectors) + self.pos[-seqs.shape[1]:]
+        x = dropout(x, self.dropout, self.training) * real
         mask = attention_mask(seqs, causal=True)
-        for block in self.blocks:
-            x = block(x, mask) * real  # padding slots stay zero
-        return self.ln_out(x)
+        bias = additive(mask, x.dtype) if self.training else None
+        for i, block in enumerate(self.blocks):
+            top = last and i == len(self.blocks) - 1
+            x = block(x, mask, bias, last=top) * (real[:, -1:] if top else real)  # padding: 0
+        return self.ln_out(x[:, -1] if last else x)

@@ -2,32 +2,33 @@
 
 Each epoch is one pass over all users with a positive weight (real and fake alike), one
 sample per user: the last ``max_len + 1`` items of its training part (``seq[:-2]``), supervised
-at every position. The batch loss is ``model.batch_loss``: by default the reference's mean over
-every supervised position, each weighted by its user's weight (``model.loss_average``). Users
-with weight 0 are left out of the epoch entirely, so weight 0 is exactly "not in the data".
-A batch (what ``batch_loss`` and a ``TrainHook.batch_loss`` see) is a dict of ``users`` (B,),
-``input`` and ``target`` (B, max_len; ``target[:, t]`` follows ``input[:, t]``, 0 = padding)
+at every position. Batches are random draws of users grouped by length and cut to their
+longest row (``_batches``), so little of the arithmetic goes to padding. The batch loss is
+``model.batch_loss``: by default the reference's mean over every supervised position, each
+weighted by its user's weight (``model.loss_average``). Users with weight 0 are left out of the
+epoch entirely, so weight 0 is exactly "not in the data". A batch (what ``batch_loss`` and a
+``TrainHook.batch_loss`` see) is a dict of ``users`` (B,), ``input`` and ``target`` (B, W:
+W <= max_len, the batch's longest row; ``target[:, t]`` follows ``input[:, t]``, 0 = padding)
 and ``weights`` (B,). Epochs are numbered from 0.
 
-After each epoch the model is scored on the validation item of real users (full ranking);
-the weights with the best NDCG@10 are kept and restored, and training stops after
-``cfg.patience`` epochs without improvement. Randomness (init aside, see ``build_model``)
-comes from ``seed`` alone and the caller's RNG state is left untouched. Same seed, same
-metrics holds bit for bit on CPU with the same number of torch threads: a sweep trial runs
-with ``--cpus-per-trial`` threads and ``recsec run`` with every core, and sums split over a
-different number of threads round differently, which a reweighting defense (LoRec) can grow
-into a different best epoch. Item lookups go through ``F.embedding``, whose CPU backward sums
-duplicate indices in a fixed order: the backward of plain indexing (``table[seqs]``) summed
-them (every padding slot is index 0) in thread-race order, so two runs of the same config
-differed in the last bits and DP's greedy choices turned that into other fake users. As a
-safety net training runs with torch's deterministic algorithms on CPU (``deterministic``). On
-CUDA, atomics in ``index_add`` and cuDNN's GRU are not
-bit-deterministic, so GPU runs agree only to float noise (close, not equal).
+After each epoch the model is scored on the validation item of real users (full ranking, the
+last slot's state only); the weights with the best NDCG@10 are kept (a copy of the tensors)
+and restored, and training stops after ``cfg.patience`` epochs without improvement.
+Randomness (init aside, see ``build_model``) comes from ``seed`` alone and the caller's RNG
+state is left untouched. Same seed, same metrics holds bit for bit on CPU with the same number
+of torch threads: a sweep trial runs with ``--cpus-per-trial`` threads and ``recsec run`` with
+every core, and sums split over a different number of threads round differently, which a
+reweighting defense (LoRec) can grow into a different best epoch. Item lookups go through
+``F.embedding``, whose CPU backward sums duplicate indices in a fixed order: the backward of
+plain indexing (``table[seqs]``) summed them (every padding slot is index 0) in thread-race
+order, so two runs of the same config differed in the last bits and DP's greedy choices
+turned that into other fake users. As a safety net training runs with torch's deterministic
+algorithms on CPU (``deterministic``). On CUDA, atomics in ``index_add`` and cuDNN's GRU are
+not bit-deterministic, so GPU runs agree only to float noise (close, not equal).
 """
 
 from __future__ import annotations
 
-import copy
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -60,11 +61,16 @@ def deterministic(device: str) -> Iterator[None]:
     (On CUDA they would slow training and still not cover ``index_add``: left as they are.)"""
     before = torch.are_deterministic_algorithms_enabled()
     warn = torch.is_deterministic_algorithms_warn_only_enabled()
+    fill = torch.utils.deterministic.fill_uninitialized_memory
     torch.use_deterministic_algorithms(before or not device.startswith("cuda"), warn_only=True)
+    # the mode also NaN-fills every fresh tensor, a debugging aid for reads of uninitialised
+    # memory (thousands of fills an epoch, ~3 % of it); no result depends on it
+    torch.utils.deterministic.fill_uninitialized_memory = False
     try:
         yield
     finally:
         torch.use_deterministic_algorithms(before, warn_only=warn)
+        torch.utils.deterministic.fill_uninitialized_memory = fill
 
 
 def pick_device(name: str = "auto") -> str:
@@ -112,12 +118,15 @@ def train(model, data: SequenceData, cfg: ModelConfig, *, n_real: int,
             on_epoch(entry)
         return TrainResult(model, [entry], 0)
 
-    rows = torch.from_numpy(pad_left([data.train_seq(u) for u in range(data.n_users)],
-                                     model.max_len + 1)).to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    parts = [data.train_seq(u) for u in range(data.n_users)]
+    rows = torch.from_numpy(pad_left(parts, model.max_len + 1)).to(device)
+    lengths = np.minimum([len(p) for p in parts], model.max_len + 1)
+    # fused: one kernel over all parameters instead of a dozen ops per tensor (same maths)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
+                            fused=True)
     rng = np.random.default_rng([seed, 0x7A1])
     history: list[dict] = []
-    best_ndcg, best_epoch, best_state = -1.0, 0, copy.deepcopy(model.state_dict())
+    best_ndcg, best_epoch, best_state = -1.0, 0, _snapshot(model)
     # Model selection starts at ``cfg.select_after`` or, later, where a hook starts acting
     # (LoRec's reweighting), and training never stops before it: the model kept is one
     # trained under the defense.
@@ -139,8 +148,8 @@ def train(model, data: SequenceData, cfg: ModelConfig, *, n_real: int,
                     given = hook.on_epoch_start(epoch, model, weights.copy())
                 # a user the sanitation removed stays removed
                 epoch_weights = _check_weights(given, data.n_users) * (weights > 0)
-            loss_sum = _train_epoch(model, rows, epoch_weights, opt, cfg.batch_size, rng, hook,
-                                    epoch, timer)
+            loss_sum = _train_epoch(model, rows, lengths, epoch_weights, opt, cfg.batch_size,
+                                    rng, hook, epoch, timer)
             entry = {"epoch": epoch, "loss": loss_sum, **_validate(model, data, n_real),
                      "time_s": time.perf_counter() - start}
             history.append(entry)
@@ -148,7 +157,7 @@ def train(model, data: SequenceData, cfg: ModelConfig, *, n_real: int,
                 on_epoch(entry)
             if entry["valid_ndcg@10"] > best_ndcg:
                 best_ndcg, best_epoch = entry["valid_ndcg@10"], epoch
-                best_state = copy.deepcopy(model.state_dict())
+                best_state = _snapshot(model)
             bar.set_postfix(loss=f"{loss_sum:.4f}", ndcg=f"{entry['valid_ndcg@10']:.4f}",
                             best=best_epoch)
             # patience 0 stops at the first epoch without a gain
@@ -174,18 +183,43 @@ class _HookTimer:
         self.total += time.perf_counter() - self._start
 
 
-def _train_epoch(model, rows: torch.Tensor, weights: np.ndarray, opt, batch_size: int,
-                 rng: np.random.Generator, hook: TrainHook | None, epoch: int,
+def _snapshot(model) -> dict[str, torch.Tensor]:
+    """The weights as they are now (a copy, not the live tensors)."""
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+BUCKET = 8  # batches whose users are grouped by length (1: no grouping)
+
+
+def _batches(order: np.ndarray, lengths: np.ndarray, batch_size: int,
+             rng: np.random.Generator) -> list[np.ndarray]:
+    """The shuffled users ``order`` cut into batches of similar lengths: each run of
+    ``BUCKET`` batches is sorted by length before it is cut, and the batches are then shuffled,
+    so a batch is still a random draw of users but pads little (how many batches, and which
+    users an epoch visits, do not change)."""
+    span = batch_size * BUCKET
+    out = []
+    for start in range(0, len(order), span):
+        part = order[start:start + span]
+        part = part[np.argsort(lengths[part], kind="stable")]
+        out += [part[i:i + batch_size] for i in range(0, len(part), batch_size)]
+    return [out[i] for i in rng.permutation(len(out))] if BUCKET > 1 else out
+
+
+def _train_epoch(model, rows: torch.Tensor, lengths: np.ndarray, weights: np.ndarray, opt,
+                 batch_size: int, rng: np.random.Generator, hook: TrainHook | None, epoch: int,
                  timer: _HookTimer) -> float:
-    """One pass over users with weight > 0; returns the mean batch loss."""
+    """One pass over users with weight > 0; returns the mean batch loss. Each batch is cut to
+    its longest row: slots that are padding in every row change nothing (positions count
+    from the right) and cost a full share of the arithmetic."""
     model.train()
     active = np.flatnonzero(weights > 0)
     order = active[rng.permutation(len(active))]
     w_all = torch.from_numpy(weights).to(rows.device)
     total, n_batches = 0.0, 0
-    for start in range(0, len(order), batch_size):
-        idx = torch.from_numpy(order[start:start + batch_size]).to(rows.device)
-        seq = rows[idx]
+    for chosen in _batches(order, lengths, batch_size, rng):
+        idx = torch.from_numpy(chosen).to(rows.device)
+        seq = rows[idx, -max(2, int(lengths[chosen].max())):]
         batch = {"users": idx, "input": seq[:, :-1], "target": seq[:, 1:],
                  "weights": w_all[idx]}
         vectors = model.item_vectors()

@@ -14,7 +14,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
+import torch
 
+from ..candidates import for_job, list_asr, list_metrics, seq_scores
 from ..data.sequences import SequenceData
 from ..data.triggers import triggered_titles
 from ..errors import ConfigError
@@ -33,6 +35,9 @@ class VictimContext:
     device: str = "cpu"
     progress: bool = False
     on_epoch: Callable[[dict], None] | None = None
+    # the attack's training-time triggered items: a measurement protocol (not a defense's
+    # knowledge) that keeps them out of the LLM recommender's sampled negatives
+    triggered: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
 
 @dataclass
@@ -77,6 +82,7 @@ class SeqVictim:
     def __init__(self, ctx: VictimContext):
         self.ctx, self.cfg = ctx, ctx.cfg
         self.model: Any = None
+        self.counts: np.ndarray | None = None
 
     def _features(self, titles: list[str], metrics: dict[str, float]) -> np.ndarray | None:
         if self.cfg.model.items != "text":
@@ -102,6 +108,9 @@ class SeqVictim:
                        progress=self.ctx.progress, device=self.ctx.device,
                        on_epoch=self.ctx.on_epoch)
         self.model = result.model
+        parts = [data.train_seq(u) for u in range(data.n_users)]
+        self.counts = np.bincount(np.concatenate(parts), weights=np.repeat(weights, [
+            len(p) for p in parts]), minlength=data.n_items + 1)  # pop_hr@1 on the lists
         metrics["best_epoch"] = float(result.best_epoch)
         metrics["epochs_trained"] = float(len(result.history))
         return FitResult(result.history, metrics, result.hook_time_s)
@@ -111,8 +120,12 @@ class SeqVictim:
                  per_target: dict[str, np.ndarray] | None = None) -> dict[str, float]:
         from ..metrics import ranking_metrics
 
-        return ranking_metrics(self.model, data, self.ctx.n_real, targets, self.cfg.eval,
-                               per_target=per_target)
+        out = ranking_metrics(self.model, data, self.ctx.n_real, targets, self.cfg.eval,
+                              per_target=per_target)
+        cs = for_job(self.cfg, data, self.ctx.n_real, exclude)
+        if not cs:  # a catalogue too small for the lists: full ranking only
+            return out
+        return {**out, **list_metrics(seq_scores(self.model, data, cs), cs, self.counts)}
 
     def backdoor_asr(self, data: SequenceData, trigger: str,
                      exclude: np.ndarray | None = None) -> dict[str, float]:
@@ -123,5 +136,23 @@ class SeqVictim:
         pushed = pushed_items(data, self.ctx.n_real, seed=self.cfg.seed, exclude=exclude)
         triggered = embed_titles(self.ctx.llm, triggered_titles(data.titles, trigger),
                                  self.cfg.model.text_encoder)
-        return asr(self.model, data, self.ctx.n_real, pushed, triggered, ks=(10, 50),
-                   batch_size=self.cfg.eval.batch_size)
+        out = asr(self.model, data, self.ctx.n_real, pushed, triggered, ks=(10, 50),
+                  batch_size=self.cfg.eval.batch_size)
+        cs = for_job(self.cfg, data, self.ctx.n_real, exclude)
+        if not cs:
+            return out
+        vectors = _triggered_vectors(self.model, triggered)
+        at = torch.tensor([int(c.candidates[c.pushed]) for c in cs], dtype=torch.long)
+        return {**out, **list_asr(seq_scores(self.model, data, cs, vectors[at]),
+                                  seq_scores(self.model, data, cs), cs)}
+
+
+def _triggered_vectors(model: Any, features: np.ndarray) -> torch.Tensor:
+    """The item table with every title triggered (the model's own features put back)."""
+    clean = model.item_features()
+    model.set_item_features(features)
+    try:
+        with torch.no_grad():
+            return model.item_vectors().float()
+    finally:
+        model.set_item_features(clean)

@@ -21,7 +21,7 @@ from typing import Any
 from ..errors import RecsecError
 from ..tracking import TrackingStore, is_sqlite, resolve_uri, start_writer, writer_name
 from . import preflight
-from .grid import FIXED, SweepSpec, expand, param_space, trial_label
+from .grid import SweepSpec, expand, param_space, point_of, trial_label
 from .service import start_llm, stop_llm
 from .trainable import TrialContext, trainable, trial_dirname
 
@@ -133,8 +133,7 @@ def _collect(grid: Any) -> tuple[list, list, list, list]:
 
     rows, errors, unfinished, trials = [], [], [], []
     for res in grid:
-        cfg = res.config or {}
-        row = {k: cfg.get(k) for k in cfg if k != FIXED}
+        row = point_of(res.config or {})
         label = trial_label(row, list(row))
         metrics = res.metrics or {}
         if res.error is not None:

@@ -127,8 +127,12 @@ def main_sweep(args: argparse.Namespace, **script: Any) -> int:
     return 1 if result.errors or result.unfinished else 0
 
 
-def main(description: str | None, argv: list[str] | None = None, **script: Any) -> int:
+def main(description: str | None, argv: list[str] | None = None, *, metric: str | None = None,
+         **script: Any) -> int:
     """A recipe's whole ``main``: parse the shared flags, then :func:`main_sweep` with the
     recipe's grids (``name``, ``grid``, ``fixed``, ``full``, ``full_fixed``, ``smoke``,
-    ``smoke_fixed``)."""
-    return main_sweep(sweep_parser(description).parse_args(argv), **script)
+    ``smoke_fixed``); ``metric``: the recipe's default ``--metric``."""
+    parser = sweep_parser(description)
+    if metric is not None:
+        parser.set_defaults(metric=metric)
+    return main_sweep(parser.parse_args(argv), **script)

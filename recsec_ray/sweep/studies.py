@@ -23,17 +23,18 @@ from ..stats import mean_ci, paired_difference, paired_ratio
 from .driver import run_sweep
 from .grid import SweepSpec
 
-PAIRED = ("t_hr@50", "hr@10", "asr@10")  # metrics also shown against the base arm
+PAIRED = ("t_hr@50", "hr@10", "asr@10", "hr@1", "asr@1")  # also shown against the base arm
 
 
 @dataclass(frozen=True)
 class Study:
     sweeps: list[tuple[dict[str, list[Any]], dict[str, Any]]]  # (grid, fixed) per sweep
-    table: str  # "dose" | "defense"
+    table: str  # "dose" | "defense" | "backdoor" | "detect"
     group: str = "attack.name"  # defense tables: one table per value of this setting
     values: list[Any] = field(default_factory=list)
     arms: list[Any] = field(default_factory=list)  # dose: attacks; defense: defenses
     metrics: list[str] = field(default_factory=lambda: ["t_hr@50", "hr@10"])
+    defense_metrics: list[str] = field(default_factory=list)  # backdoor: the defenses' table
 
 
 def by_seed(df: pd.DataFrame, metric: str, **where: Any) -> dict[int, float]:
@@ -45,17 +46,23 @@ def by_seed(df: pd.DataFrame, metric: str, **where: Any) -> dict[int, float]:
             if pd.notna(v)}
 
 
+def _short(key: str) -> str:
+    """``attack.name`` -> ``attack``, ``attack.trigger_level`` -> ``trigger_level``."""
+    section, _, field = key.rpartition(".")
+    return section if field == "name" else field
+
+
 def cells(df: pd.DataFrame, arms: list[dict[str, Any]], metrics: list[str],
-          base: dict[str, Any]) -> pd.DataFrame:
-    """One row per arm: each metric's mean ± CI and, for ``PAIRED`` metrics of arms other
+          base: dict[str, Any], paired: tuple[str, ...] = PAIRED) -> pd.DataFrame:
+    """One row per arm: each metric's mean ± CI and, for ``paired`` metrics of arms other
     than ``base``, the paired difference and ratio to it."""
     rows = []
     for arm in arms:
-        row = {"arm": " ".join(f"{k.split('.')[-1]}={v}" for k, v in arm.items())}
+        row = {"arm": " ".join(f"{_short(k)}={v}" for k, v in arm.items())}
         for m in (m for m in metrics if m in df.columns):
             vals = by_seed(df, m, **arm)
             row[m] = mean_ci(list(vals.values())).text(3)
-            if arm != base and m in PAIRED:
+            if arm != base and m in paired:
                 ref = by_seed(df, m, **base)
                 row[f"{m} − base"] = paired_difference(vals, ref).text(3, marker=True)
                 row[f"{m} ÷ base"] = paired_ratio(vals, ref).text(2)
@@ -87,6 +94,51 @@ def defense_table(df: pd.DataFrame, study: Study) -> str:
         arms = [{study.group: value, "defense.name": d} for d in study.arms]
         out.append(f"**{study.group.split('.')[-1]}={value}** (base: no defense, same seed)\n")
         out.append(markdown(cells(df, [base, *arms], study.metrics, base)))
+        out.append("")
+    return "\n".join(out)
+
+
+def backdoor_table(df: pd.DataFrame, study: Study) -> str:
+    """Per victim (``study.values``) and trigger level: the clean model (no attack) and BadRec
+    at each poisoned share, paired with the clean model of the same seed; then each defense
+    against the undefended trial at the share the defenses ran at."""
+    out = []
+    attacked = df[(df["attack.name"] == "badrec") & (df["defense.name"] == "none")]
+    shares = sorted(attacked["attack.badrec_fraction"].unique())
+    defended = df[df["defense.name"] != "none"]
+    for victim in study.values:
+        clean = {"attack.name": "none", "model.backbone": victim, "defense.name": "none"}
+        for level in study.arms:
+            arms = [{"model.backbone": victim, "attack.trigger_level": level,
+                     "attack.badrec_fraction": f, "attack.name": "badrec",
+                     "defense.name": "none"} for f in shares]
+            out.append(f"**{victim}, {level} trigger** (base: {victim} trained without the "
+                       "attack, same seed)\n")
+            out.append(markdown(cells(df, [clean, *arms], study.metrics, clean)))
+            out.append("")
+    for victim in study.values:
+        for level in study.arms if len(defended) else []:
+            for share in sorted(defended["attack.badrec_fraction"].unique()):
+                base = {"model.backbone": victim, "attack.trigger_level": level,
+                        "attack.badrec_fraction": share, "defense.name": "none"}
+                arms = [{**base, "defense.name": d}
+                        for d in sorted(defended["defense.name"].unique())]
+                out.append(f"**{victim}, {level} trigger, {share:g} poisoned: defenses** "
+                           "(base: undefended, same seed)\n")
+                out.append(markdown(cells(df, [base, *arms],
+                                          study.defense_metrics or study.metrics, base)))
+                out.append("")
+    return "\n".join(out)
+
+
+def detect_table(df: pd.DataFrame, study: Study) -> str:
+    """Per defense (``study.values``): how it detects each attack's fake users (``study.arms``),
+    every metric paired with the first attack's trial of the same seed."""
+    out = []
+    for defense in study.values:
+        arms = [{"defense.name": defense, "attack.name": a} for a in study.arms]
+        out.append(f"**{defense}** (base: {study.arms[0]} fake users, same seed)\n")
+        out.append(markdown(cells(df, arms, study.metrics, arms[0], tuple(study.metrics))))
         out.append("")
     return "\n".join(out)
 
@@ -154,7 +206,8 @@ def main_studies(description: str | None, studies: dict[str, Study], base: dict[
             study, exp = studies[name], f"{prefix}-{name}"
             df = from_mlflow(exp, study, args.mlflow_uri) if args.from_mlflow else \
                 run_study(exp, study, seeds, base, args.mlflow_uri)
-            table = dose_table if study.table == "dose" else defense_table
+            table = {"dose": dose_table, "defense": defense_table,
+                     "backdoor": backdoor_table, "detect": detect_table}[study.table]
             text += [f"## {name} (seeds {sorted(df['seed'].unique().tolist())})\n",
                      table(df, study)]
             Path(args.out).write_text("\n".join(text) + "\n")
