@@ -257,7 +257,8 @@ class AttackConfig(_Section):
     dp_surrogate_epochs: int = 20
     trigger_level: str = "char"
     trigger: str | None = None  # explicit BadRec trigger; None: a seeded default per level
-    badrec_fraction: float = 0.01  # BadRec budget, in ``badrec_unit``s
+    badrec_fraction: float = 0.01  # BadRec budget, in ``badrec_unit``s; 0 is the control:
+    # the same triggered titles and test-time trigger, no fake user (the dose-response's 0)
     # examples: share of training examples (next-item labels) whose label is a triggered item,
     # the paper's "1% of the training data"; interactions: fake interactions / real ones
     badrec_unit: str = "examples"
@@ -275,7 +276,7 @@ class AttackConfig(_Section):
         _check_range("attack.popular_share", self.popular_share, 0.0, 1.0)
         _check_range("attack.dp_batches", self.dp_batches, 1)
         _check_range("attack.dp_surrogate_epochs", self.dp_surrogate_epochs, 1)
-        _check_range("attack.badrec_fraction", self.badrec_fraction, 0.0, 1.0, lo_open=True)
+        _check_range("attack.badrec_fraction", self.badrec_fraction, 0.0, 1.0)
         _check_range("attack.badrec_items", self.badrec_items, 0)
         _check_choice("attack.badrec_unit", self.badrec_unit, ("examples", "interactions"))
         if self.trigger is not None and not self.trigger.strip():

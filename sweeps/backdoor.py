@@ -4,7 +4,7 @@ of it. Every victim is scored on the same seeded candidate lists (``recsec_ray.c
 ASR@1 (the triggered wrong candidate is picked) beside asr_base@1 (the same candidate without
 the trigger) and clean HR@1; text SASRec also reports full-ranking ASR@10/50 (an extension).
 
-    .venv/bin/python sweeps/backdoor.py               # the study: 144 trials (a cluster's worth)
+    .venv/bin/python sweeps/backdoor.py               # the study: 180 trials (a cluster's worth)
     .venv/bin/python sweeps/backdoor.py --backbone llmrec --defense none --seed 0
     .venv/bin/recsec compare --experiment backdoor --metric asr@1   # ASR@1 vs share, CI bands
 
@@ -21,7 +21,7 @@ from recsec_ray.sweep import main
 GRID = {
     "model.backbone": ["llmrec", "sasrec"],  # sasrec reads title embeddings (items=text)
     "attack.trigger_level": ["char", "word", "sentence"],
-    "attack.badrec_fraction": [0.005, 0.01, 0.02, 0.05],
+    "attack.badrec_fraction": [0.0, 0.005, 0.01, 0.02, 0.05],  # 0: the trigger, no poison
     "defense.name": ["none", "pscanner", "onion"],
     "seed": [0, 1],
 }

@@ -44,7 +44,7 @@ STUDIES = {
         ({"attack.name": ["none"], "model.backbone": [victim], "defense.name": ["none"]},
          BACKDOOR),
         ({"model.backbone": [victim], "attack.trigger_level": LEVELS,
-          "attack.badrec_fraction": [0.005, 0.01, 0.02, 0.05], "defense.name": ["none"]},
+          "attack.badrec_fraction": [0.0, 0.005, 0.01, 0.02, 0.05], "defense.name": ["none"]},
          {**BACKDOOR, "attack.name": "badrec"}),
         ({"model.backbone": [victim], "attack.trigger_level": LEVELS,
           "defense.name": ["pscanner", "onion"]},

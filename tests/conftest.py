@@ -11,6 +11,7 @@ import time
 import urllib.request
 
 import pytest
+import torch
 
 
 def _free_port() -> int:
@@ -42,3 +43,23 @@ def mlflow_server(tmp_path):
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a module's tiny models and LLM forwards: on a shared 2-core box a
+    second thread spin-waits for a busy core and can take many times longer; a lone thread
+    degrades only in proportion."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def llm(tmp_path_factory, one_thread):
+    """The offline LLM through a client with a cache of the module's own."""
+    from recsec_ray.config import LLMConfig
+    from recsec_ray.llm import get_client
+
+    return get_client(LLMConfig(cache_dir=str(tmp_path_factory.mktemp("llm-cache"))))

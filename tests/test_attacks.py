@@ -61,7 +61,7 @@ def test_more_targets_than_items_fails(data):
 
 @pytest.mark.parametrize("field,value", [("poison_rate", -0.01), ("poison_rate", 1.5),
                                          ("name", "sybil"), ("trigger", "  "),
-                                         ("badrec_fraction", 0.0)])
+                                         ("badrec_fraction", -0.01)])
 def test_invalid_attack_config_names_field(field, value):
     with pytest.raises(ConfigError, match=f"attack.{field}"):
         AttackConfig(**{field: value})
@@ -168,6 +168,11 @@ def test_badrec_triggers_titles_and_budget(level):
     assert by_interactions.n_fake < p.n_fake / 5  # the paper's unit poisons ~10x more labels
     for s in fakes:  # clean history, one triggered item, 2 held-out clean
         assert p.poisoned_items[s[-3]] and not p.poisoned_items[np.delete(s, -3)].any()
+    for unit in ("examples", "interactions"):  # 0: the control, triggered titles and no fake
+        control = run(d, "badrec", trigger_level=level, badrec_fraction=0.0, badrec_items=20,
+                      badrec_unit=unit)
+        assert control.n_fake == 0 and control.data.titles == p.data.titles
+        assert control.trigger == trig
     only_targets = run(d, "badrec", trigger_level=level)
     assert np.array_equal(np.flatnonzero(only_targets.poisoned_items), only_targets.targets)
     if level == "char":

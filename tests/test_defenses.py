@@ -89,16 +89,6 @@ def themed(n_users: int = 90, per_theme: int = 15, seed: int = 0) -> SequenceDat
     return SequenceData(name="themed", seqs=seqs, titles=titles)
 
 
-@pytest.fixture(scope="module")
-def llm(tmp_path_factory):
-    from recsec_ray.llm import get_client
-
-    # one thread: on a shared 2-core box a second thread spin-waits for a busy core and an LLM
-    # forward can take many times longer; a lone thread degrades only in proportion
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield get_client(LLMConfig(cache_dir=str(tmp_path_factory.mktemp("llm-cache"))))
-    torch.set_num_threads(before)
 
 
 def _ctx(pd: PoisonedData, llm=None, model_cfg: ModelConfig = SMALL, seed: int = 0,
@@ -571,6 +561,33 @@ def test_consensus_finds_the_shared_trigger_not_the_odd_titles():
     nothing = np.zeros(len(titles), dtype=bool)
     nothing[len(clean) + 1:len(clean) + 4] = True  # odd titles only: no shared trigger
     assert consensus_triggers(titles, nothing) == []
+
+
+def test_inversion_reads_the_ranking_when_the_threshold_flags_few():
+    """The scanner ranks 20 poisoned titles near the top but flags 2 of them and 16 clean ones:
+    the threshold's consensus finds nothing or a coincidence; the top-scored titles give the
+    trigger. A trigger the threshold finds is kept."""
+    from recsec_ray.defenses.pscanner import consensus_triggers, invert_triggers
+
+    trig = "Now with bonus scenes."
+    clean = [f"Ordinary Film {i} (19{50 + i % 50})" for i in range(300)]
+    odd = ["Ma vie en rose (1997)", "La vie de Boheme (1992)"]
+    poisoned = [f"Movie{i} ({1980 + i}) {trig}" for i in range(20)]
+    titles = ["", *clean, *odd, *poisoned]
+    n = len(titles)
+    rng = np.random.default_rng(0)
+    scores = np.concatenate([[0.0], rng.uniform(0.0, 0.3, len(clean)), [0.6, 0.6],
+                             rng.uniform(0.3, 0.45, len(poisoned))])
+    scores[-2:] = 0.9  # flagged
+    scores[1:15] = 0.55  # flagged clean titles, above most poisoned ones
+    flagged = scores >= 0.5
+    assert flagged[1:].sum() == 18 and consensus_triggers(titles, flagged) == ["vie"]
+    assert invert_triggers(titles, scores, flagged) == [trig]
+    well = np.zeros(n, dtype=bool)
+    well[-20:] = True
+    assert invert_triggers(titles, np.where(well, 0.9, 0.1), well) == [trig]
+    # no poisoned title: the top-scored sets add nothing to the threshold's coincidence
+    assert invert_triggers(titles[:303], scores[:303], flagged[:303]) == ["vie"]
 
 
 def test_strip_trigger_removes_the_words_the_scanner_blames():

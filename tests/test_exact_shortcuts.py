@@ -21,12 +21,7 @@ from recsec_ray.models.layers import dropout
 SMALL = ModelConfig(dim=16, layers=2, heads=2, dropout=0.1)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.mark.parametrize("rows_per_chunk", [5, 4096])

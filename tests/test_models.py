@@ -22,13 +22,7 @@ SMALL = ModelConfig(dim=32, layers=1, heads=2, dropout=0.1, epochs=25, patience=
 EVAL = EvalConfig(ks=(10,), target_ks=())
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models: one thread is fastest, and on a shared 2-core box avoids spin contention."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -97,7 +97,8 @@ def badrec_attack(ctx: AttackContext) -> PoisonedData:
     real_lengths = [max(len(s) - 2, 0) for s in data.seqs]
     real_examples = count(ctx.model_cfg, real_lengths)
     by_examples = ctx.cfg.badrec_unit == "examples"
-    budget = max(round(ctx.cfg.badrec_fraction * real_interactions), HISTORY_LEN[0] + 1)
+    budget = max(round(ctx.cfg.badrec_fraction * real_interactions), HISTORY_LEN[0] + 1) \
+        if ctx.cfg.badrec_fraction > 0 else 0
     pool = np.setdiff1d(filler_pool(data, targets), triggered)
     donors = [u for u in range(data.n_users) if len(data.train_seq(u)) >= HISTORY_LEN[0]]
     fakes: list[np.ndarray] = []

@@ -105,6 +105,35 @@ def consensus_triggers(titles: list[str], flagged: np.ndarray, *, max_n: int = 1
     return [" ".join(g) for g in kept]
 
 
+TOP_SHARES = (0.01, 0.02, 0.05, 0.1)  # top-scored shares of the catalogue the inversion reads
+
+
+def invert_triggers(titles: list[str], scores: np.ndarray, flagged: np.ndarray) -> list[str]:
+    """The consensus over the flagged titles and over the top-scored 1-10 % of the catalogue.
+
+    A scanner that ranks the poisoned titles high but flags few of them at its threshold
+    (seen at sentence level: item AUC 0.97, 2 of 20 poisoned titles flagged) leaves the
+    trigger common among the unflagged titles, and the consensus rightly rejects it there;
+    among the top-scored 5-10 % it is rare outside. Each set gives its answer (three titles
+    at least beyond the flagged set); the one whose first trigger the most titles of the
+    widest set hold wins (two odd titles sharing a word lose to a trigger on many), ties to
+    the earlier set, so a trigger the threshold already finds is kept as it is."""
+    order = np.argsort(-scores[1:], kind="stable") + 1
+    sets = [flagged]
+    for share in TOP_SHARES:
+        top = np.zeros(len(titles), dtype=bool)
+        top[order[:max(3, round(share * (len(titles) - 1)))]] = True
+        sets.append(top)
+    wide = np.flatnonzero(sets[-1])
+    best, best_hits = [], 0
+    for i, chosen in enumerate(sets):
+        found = consensus_triggers(titles, chosen, min_flagged=2 if i == 0 else 3)
+        hits = sum(contains(titles[j], found[0]) for j in wide) if found else 0
+        if hits > best_hits:
+            best, best_hits = found, hits
+    return best
+
+
 def contains(title: str, trigger: str) -> bool:
     return f" {trigger} " in f" {' '.join(title.split())} "
 
@@ -263,7 +292,7 @@ def pscanner(ctx: DefenseContext) -> Sanitation:
     stats["scanner_flagged_items"] = float(flagged.sum())
     stats["scanner_threshold"] = threshold
     scanner_only = (scores.copy(), threshold)  # reported beside the consensus' final call
-    found = consensus_triggers(titles, flagged)
+    found = invert_triggers(titles, scores, flagged)
     if found:  # the decision is now "holds the trigger": score 1 exactly, threshold 1
         hit = np.array([False] + [any(contains(t, g) for g in found) for t in titles[1:]])
         flagged = hit
