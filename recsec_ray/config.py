@@ -201,9 +201,11 @@ class ModelConfig(_Section):
     llmrec_epochs: int = 1  # one pass over 3,000 windows (a second: +4 min a trial on 2 cores)
     llmrec_lr: float = 1e-3
     llmrec_batch: int = 8
-    # clean: training-time triggered items are never sampled as negatives; any: they may be
-    # (the share of lists holding one is reported as llmrec_triggered_negatives)
-    llmrec_negatives: str = "clean"
+    # any: negatives are drawn from the whole catalogue, triggered items too (the share of
+    # lists holding one is reported as llmrec_triggered_negatives); clean: never a triggered
+    # item, which a real victim could not know and which teaches "trigger -> Yes" with no
+    # fake user at all (README: the 0 % control)
+    llmrec_negatives: str = "any"
 
     def _validate(self) -> None:
         _registries()["model"].check(self.backbone)

@@ -399,10 +399,10 @@ def test_llmrec_examples_windows_cap_and_clean_negatives(data):
             assert cands[gold] == train[len(hist)] and list(hist) == list(train[:len(hist)])
             assert not np.isin(np.delete(cands, gold), train).any()
     hot = np.array([int(data.seqs[0][-1]), int(data.seqs[1][-1])])  # not in user 0's training
-    rec.cfg = _llmrec_cfg(llmrec_windows=3, llmrec_examples=10_000, llmrec_negatives="any")
+    rec.cfg = _llmrec_cfg(llmrec_windows=3, llmrec_examples=10_000)  # default: any
     rec.stats = {}
     ex_any = rec.examples(data, w, hot)
-    rec.cfg = _llmrec_cfg(llmrec_windows=3, llmrec_examples=10_000)
+    rec.cfg = _llmrec_cfg(llmrec_windows=3, llmrec_examples=10_000, llmrec_negatives="clean")
     ex_clean = rec.examples(data, w, hot)
     assert not any(np.isin(np.delete(c, g), hot).any() for _, _, c, g in ex_clean)
     share = np.mean([np.isin(np.delete(c, g), hot).any() for _, _, c, g in ex_any])

@@ -16,10 +16,12 @@ of the tokens), every user with a positive weight,
 real and injected alike, capped at ``llmrec_examples`` (whole window rounds first: every
 user's last item, then second-to-last, ...; the last partial round keeps users by a seeded
 per-user key, so adding fake users displaces few real examples). Negatives are drawn per user
-and window from its own seeded stream and never include the user's items; with
-``llmrec_negatives='clean'`` (default) not the training-time triggered items either (the
-measured share under 'any' is ``llmrec_triggered_negatives``), so the backdoor is not
-untaught by chance lists.
+and window from its own seeded stream and never include the user's items. By default
+(``llmrec_negatives='any'``) triggered items are negatives as often as chance makes them
+(the share of training lists holding one is ``llmrec_triggered_negatives``); ``'clean'``
+never samples them, which leaves a triggered title only ever a positive and so teaches the
+trigger with no fake user (measured: sentence trigger, asr@1 0.935 at a 0 % share, 0.005
+with 'any').
 
 Cost (DESIGN §5): LoRA on the top ``llmrec_top_layers`` layers; the lower layers' states come
 from the shared LLM service's cached ``hidden`` call (``llm.lora_head``), computed once per
