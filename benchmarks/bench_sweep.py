@@ -12,7 +12,8 @@ shared LLM service) on a local Ray with ``--cpus`` CPUs, one per trial, and repo
   started (GCS, raylet, workers, the MLflow writer, the LLM actor), sampled every 0.2 s;
 - trial_peak_rss_mb: the largest peak RSS of one trial's worker process.
 
-    RECSEC_DATA_DIR=../shared/data .venv/bin/python benchmarks/bench_sweep.py [--cpus 2]
+    RECSEC_DATA_DIR=../shared/data .venv/bin/python benchmarks/bench_sweep.py [--cpus 2] \
+        [--mlflow-uri sqlite:///mlflow.db]
     .venv/bin/python benchmarks/bench_sweep.py --grid synthetic   # 8 short synthetic trials
 
 Last line: one JSON object with the figures.
@@ -92,6 +93,8 @@ def main() -> None:
     p.add_argument("--trials", type=int, default=8, help="synthetic grid: even number")
     p.add_argument("--epochs", type=int, default=60, help="synthetic grid")
     p.add_argument("--cpus", type=int, default=2)
+    p.add_argument("--mlflow-uri", help="keep the trials' runs there (default: a temporary "
+                   "store, deleted), so the timed sweep is also the sweep's recorded result")
     args = p.parse_args()
     grid, fixed = recipe_grid() if args.grid == "default" else \
         synthetic_grid(args.trials, args.epochs)
@@ -99,7 +102,7 @@ def main() -> None:
         spec = SweepSpec(
             name="bench_sweep", grid=grid, fixed=fixed,
             cpus_per_trial=1.0, num_cpus=args.cpus, storage_path=f"{tmp}/tune",
-            mlflow_uri=f"sqlite:///{tmp}/mlflow.db", verbose=1)
+            mlflow_uri=args.mlflow_uri or f"sqlite:///{tmp}/mlflow.db", verbose=1)
         sampler = RssSampler()
         sampler.start()
         result = run_sweep(spec)

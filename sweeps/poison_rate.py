@@ -1,7 +1,7 @@
 """Poison-rate study (the main sweep): how clean accuracy (HR@10), attack success (T-HR@50) and
 detection (F1) move as the attacker injects more fake users, per defense.
 
-    .venv/bin/python sweeps/poison_rate.py            # ML-100K, 27 trials: ~70 min on 2 CPU cores
+    .venv/bin/python sweeps/poison_rate.py            # ML-100K, 27 trials: 21 min on 2 CPU cores
     .venv/bin/python sweeps/poison_rate.py --full     # the papers' study (a cluster's worth)
     .venv/bin/python sweeps/poison_rate.py --ray-address auto --mlflow-uri http://mlflow:5000
 
